@@ -1,0 +1,1 @@
+"""DeepSeekMath-style benchmark harnesses (installed as `trl_grpo_plus.benchmarks`)."""

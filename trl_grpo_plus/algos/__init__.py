@@ -1,0 +1,1 @@
+"""Pure-torch GRPO math. Nothing here imports trl, transformers or accelerate."""

@@ -1,0 +1,46 @@
+"""Console script ``trl-grpo-plus`` with subcommands ``train``, ``eval`` and ``demo``.
+
+Each subcommand lives in its own module and receives the remaining arguments, so importing the CLI
+costs nothing and ``trl-grpo-plus eval --help`` does not import TRL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "train": ("trl_grpo_plus.train", "GRPO training from a YAML config plus CLI overrides (TRL style)"),
+    "eval": ("trl_grpo_plus.benchmarks.cli", "DeepSeekMath-style GSM8K / MATH evaluation"),
+    "demo": ("trl_grpo_plus.demo", "offline CPU demo: GRPO on synthetic arithmetic with a shipped tiny model"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: trl-grpo-plus {train,eval,demo} [args...]", "", "subcommands:"]
+    lines += [f"  {name:<6} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `trl-grpo-plus <subcommand> --help` for the options of each."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from ._version import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"trl-grpo-plus: unknown subcommand {name!r}; choose one of {', '.join(SUBCOMMANDS)}.\n", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
