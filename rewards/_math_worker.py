@@ -1,0 +1,219 @@
+"""Math equivalence worker: runs math-verify + sympy in a separate, killable process.
+
+This file is deliberately self-contained (it imports only the standard library, sympy and
+math-verify, never ``trl_grpo_plus``, ``trl`` or ``torch``) because it is started as a *script*::
+
+    python -c <boot code> _math_worker.py <control-fd>    (see _math_pool._BOOT)
+
+That process is a **zygote**: it imports sympy/math-verify once (about a second), then forks one
+worker per request it gets on its control socket. A fork of a warm, single-threaded zygote takes a
+few milliseconds, so replacing a worker that was killed for a timeout costs almost nothing, and no
+worker ever descends from the (possibly multi-threaded, torch-importing) trainer process.
+
+Protocol (pickled tuples over ``multiprocessing.connection.Connection`` framing on a socket):
+
+* zygote control socket: the parent sends one byte plus one socket fd (``SCM_RIGHTS``); the zygote
+  forks a worker serving that socket and answers with the worker's pid (8 bytes, big-endian).
+* worker socket: the parent sends ``("group", gold, preds, timeout_s)``; the worker answers
+  ``("gold", ok)`` once the gold is parsed (``ok`` False: unparsable, "timeout") and then, when ``ok``,
+  ``("item", i, verdict)`` for each prediction, with ``verdict`` one of True / False / "timeout".
+
+Timeouts: the worker arms a soft ``ITIMER_REAL`` per item (legal here: the worker's main thread),
+which interrupts pure-Python sympy work and costs no restart. Work stuck in C (a huge integer power)
+ignores signals; the parent then kills the worker by pid at its own hard deadline and forks another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from collections import OrderedDict
+
+_GOLD_CACHE_SIZE = 512
+
+
+class SoftTimeout(BaseException):
+    """Raised by the interval timer inside a worker. A BaseException so that math-verify's and
+    sympy's ``except Exception`` blocks do not swallow it."""
+
+
+# ----------------------------------------------------------------------------------------- parsing
+_MC_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?$")
+_TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{(.*)\}$", re.S)
+
+
+def multiple_choice_letter(answer: str) -> str | None:
+    """``"C"``, ``"(C)"``, ``"\\text{(C)}"``, ``"\\textbf{C}"`` -> ``"C"``; anything else -> None."""
+    s = answer.strip().strip("$").strip()
+    for _ in range(3):
+        m = _TEXT_WRAP_RE.match(s)
+        if not m:
+            break
+        s = m.group(1).strip()
+    m = _MC_RE.match(s)
+    return m.group(1).upper() if m else None
+
+
+def _configs():
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    # The answer string is wrapped in \boxed{} so that math-verify's boxed extractor takes it whole
+    # (with its LaTeX normalisation: units, \text{}, \left/\right, \dfrac, ...).
+    return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+
+_CONFIGS = None
+
+
+def parse_answer(answer: str):
+    """math-verify parse of an already-extracted answer string; [] when nothing parses."""
+    global _CONFIGS
+    from math_verify import parse
+
+    if _CONFIGS is None:
+        _CONFIGS = _configs()
+    parsed = parse("\\boxed{" + answer + "}", extraction_config=_CONFIGS, parsing_timeout=None)
+    if not parsed:
+        parsed = parse(answer, extraction_config=_CONFIGS, parsing_timeout=None)
+    return [_exact_floats(p) for p in parsed]
+
+
+def _exact_floats(expr):
+    """Replace every sympy Float by the exact Rational of its decimal digits (1.41 -> 141/100).
+
+    math-verify compares a float to anything after rounding both to 6 decimals, so 3.14159265
+    passes for pi. With exact rationals a decimal counts only when it *is* the value: 0.25 = 1/4,
+    72.0 = 72, but 3.14159265 != pi, 1.41 != sqrt(2) and 0.333333 != 1/3.
+    """
+    try:
+        from sympy import Basic, Float, MatrixBase, Rational
+
+        if isinstance(expr, MatrixBase):
+            return expr.applyfunc(_exact_floats)
+        if isinstance(expr, Basic):
+            floats = expr.atoms(Float)
+            if floats:
+                return expr.xreplace({f: Rational(str(f)) for f in floats if f.is_finite})
+    except Exception:
+        pass
+    return expr
+
+
+def equivalent(gold_parsed, pred_answer: str, gold_letter: str | None) -> bool:
+    """Is ``pred_answer`` (a string) equivalent to the parsed gold?"""
+    if gold_letter is not None:  # multiple choice: compare letters, never values
+        return multiple_choice_letter(pred_answer) == gold_letter
+    from math_verify import verify
+
+    pred = parse_answer(pred_answer)
+    if not pred:
+        return False
+    return bool(verify(gold_parsed, pred, timeout_seconds=None))
+
+
+# ------------------------------------------------------------------------------------------ worker
+def _on_alarm(signum, frame):
+    raise SoftTimeout()
+
+
+def _timed(fn, timeout_s, *args):
+    signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 0.01))
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _silence_math_verify():
+    import logging
+
+    import math_verify.grader
+    import math_verify.parser
+
+    # We disable math-verify's own signal timeouts (parsing_timeout=None); it warns once about that.
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    logging.getLogger("latex2sympy2_extended").setLevel(logging.CRITICAL)
+
+
+def _gold_entry(cache: OrderedDict, gold: str, timeout_s: float):
+    entry = cache.get(gold)
+    if entry is not None:
+        cache.move_to_end(gold)
+        return entry
+    letter = multiple_choice_letter(gold)
+    parsed = None if letter else _timed(parse_answer, timeout_s, gold)
+    entry = (parsed, letter)
+    cache[gold] = entry
+    if len(cache) > _GOLD_CACHE_SIZE:
+        cache.popitem(last=False)
+    return entry
+
+
+def serve(conn) -> None:
+    """Worker loop: answer ``("group", gold, preds, timeout_s)`` requests until EOF."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    cache: OrderedDict = OrderedDict()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        _, gold, preds, timeout_s = msg
+        try:
+            parsed, letter = _gold_entry(cache, gold, timeout_s)
+            ok = letter is not None or bool(parsed)
+        except SoftTimeout:
+            ok = "timeout"
+        except BaseException:  # a parser crash: the gold is unusable
+            ok = False
+        conn.send(("gold", ok))
+        if ok is not True:
+            continue
+        for i, pred in enumerate(preds):
+            try:
+                verdict = bool(_timed(equivalent, timeout_s, parsed, pred, letter))
+            except SoftTimeout:
+                verdict = "timeout"
+            except BaseException:
+                verdict = False
+            conn.send(("item", i, verdict))
+
+
+def zygote(ctl_fd: int) -> None:
+    """Import the heavy modules once, then fork a worker per request on the control socket."""
+    from multiprocessing.connection import Connection
+
+    import math_verify  # noqa: F401  (warm imports shared by every forked worker)
+    import sympy  # noqa: F401
+
+    _silence_math_verify()
+    parse_answer("\\frac{1}{2}")  # warm lazy regex/grammar caches before forking
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our workers
+    ctl = socket.socket(fileno=ctl_fd)
+    ctl.sendall(b"R")  # ready
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+        except OSError:
+            return
+        if not data:
+            return  # parent gone
+        pid = os.fork()
+        if pid == 0:
+            ctl.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                serve(Connection(fds[0]))
+            finally:
+                os._exit(0)
+        os.close(fds[0])
+        ctl.sendall(pid.to_bytes(8, "big"))
+
+
+if __name__ == "__main__":
+    zygote(int(sys.argv[-1]))

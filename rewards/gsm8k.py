@@ -1,0 +1,144 @@
+"""The ``gsm8k`` verifier: exact numeric match of the final number, with GSM8K's number rules.
+
+Number rules (``parse_number``): commas and other thousands separators (``1,000``, ``1 000``,
+``1\\,000``, ``1{,}000``), a leading ``$`` or trailing unit/period, ``72.0`` = ``72``, negatives
+(ASCII ``-`` or Unicode minus), and simple fractions ``3/4``. Values compare exactly (as fractions),
+so ``0.33`` != ``1/3`` and ``5`` != ``500``.
+
+Gold (``extract_gold``): either a raw GSM8K solution (the text after the last ``####``) or a plain
+number. Prediction (``extract_answer``): ``####``, then ``\\boxed{}``, ``<answer>``, "the answer is",
+and finally the last number in the completion (``fallback_last_number``).
+
+Pure Python, no worker process: number parsing cannot hang.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from .base import Verifier
+from .math import extract_answer as _math_extract
+from .registry import register_verifier
+
+__all__ = ["GSM8KVerifier", "extract_answer", "extract_gold", "numbers_match", "parse_number"]
+
+_TAIL_CHARS = 20_000
+_NUM_RE = re.compile(
+    r"[-−]?\s*\$?\s*(?:\d{1,3}(?:(?:,|\\,|\{,\}| |\u2009|\u202f)\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?"
+    r"|[-−]?\s*\$?\.\d+"
+)
+
+
+def parse_number(text) -> Fraction | None:
+    """The single number in ``text`` as an exact Fraction, or None if it is not one number."""
+    if text is None:
+        return None
+    s = str(text).replace("\x00", "").strip()
+    # LaTeX and markup wrappers: \boxed{..}, \text{..}, $..$, **..**
+    s = re.sub(r"\\(?:boxed|text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    s = s.replace("\\$", "$").replace("\\%", "%").replace("\\!", "")
+    s = s.strip().strip("*").strip()
+    s = s.strip("$").strip()
+    s = re.sub(r"^(?:\\\(|\\\[)|(?:\\\)|\\\])$", "", s).strip()
+    s = s.rstrip(".").strip()
+    s = re.sub(r"\s*(?:%|[A-Za-z][A-Za-z .]*)$", "", s)  # trailing unit words / percent sign
+    s = s.rstrip(".").strip()
+    s = s.replace("−", "-").replace("$", "")
+    s = re.sub(r"\\,|\{,\}|[\u2009\u202f]", ",", s)
+    neg = s.startswith("-")
+    s = s.lstrip("-").strip()
+    if not s:
+        return None
+    if "," in s:
+        if not re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+            return None
+        s = s.replace(",", "")
+    elif " " in s:
+        if not re.fullmatch(r"\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
+            return None
+        s = s.replace(" ", "")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+))?", s)
+    if not m:
+        return None
+    try:
+        value = Fraction(m.group(1))
+        if m.group(2) is not None:
+            den = int(m.group(2))
+            if den == 0:
+                return None
+            value /= den
+    except (ValueError, ZeroDivisionError):
+        return None
+    return -value if neg else value
+
+
+def numbers_match(pred, gold) -> bool:
+    """Exact numeric equality under the rules above; False when either side is not a number."""
+    a, b = parse_number(pred), parse_number(gold)
+    return a is not None and b is not None and a == b
+
+
+def extract_gold(solution) -> str | None:
+    """Gold number string from a raw GSM8K solution (after the last ``####``) or a plain number."""
+    if solution is None:
+        return None
+    s = str(solution)
+    if "####" in s:
+        s = s.rsplit("####", 1)[1]
+    s = s.strip().split("\n", 1)[0].strip()
+    return s if parse_number(s) is not None else None
+
+
+def extract_answer(text, *, fallback_last_number: bool = True) -> str | None:
+    """The final number of a completion (see the module docstring for the priority)."""
+    if not isinstance(text, str) or not text:
+        return None
+    tail = text[-_TAIL_CHARS:].replace("\x00", "")
+    if "####" in tail:
+        after = tail.rsplit("####", 1)[1]
+        m = _NUM_RE.search(after)
+        if m:
+            return m.group(0).strip()
+    ans = _math_extract(text, fallback_last_number=False)
+    if ans is not None:
+        if parse_number(ans) is not None:
+            return ans
+        m = _NUM_RE.search(ans)
+        if m and parse_number(m.group(0)) is not None:
+            return m.group(0).strip()
+    if fallback_last_number:
+        nums = [n for n in _NUM_RE.findall(tail) if parse_number(n) is not None]
+        if nums:
+            return nums[-1].strip()
+    return None
+
+
+@register_verifier("gsm8k")
+class GSM8KVerifier(Verifier):
+    """TRL reward function: 1.0 when the completion's final number equals the gold number, else 0.0.
+
+    Options: ``gold_column`` (default ``"answer"``; a raw GSM8K solution or a plain number),
+    ``fallback_last_number`` (default True), ``name``. None (counted as ``gold_missing``) when the
+    gold has no number; ``correct``, ``incorrect`` and ``no_answer`` are counted in ``stats``.
+    """
+
+    def __init__(self, *, gold_column: str = "answer", fallback_last_number: bool = True,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.gold_column = gold_column
+        self.fallback_last_number = fallback_last_number
+
+    def score(self, completion: str, **row) -> float | None:
+        gold = parse_number(extract_gold(row.get(self.gold_column)))
+        if gold is None:
+            self.stats["gold_missing"] += 1
+            return None
+        pred = extract_answer(completion, fallback_last_number=self.fallback_last_number)
+        value = parse_number(pred)
+        if value is None:
+            self.stats["no_answer"] += 1
+            return 0.0
+        ok = value == gold
+        self.stats["correct" if ok else "incorrect"] += 1
+        return 1.0 if ok else 0.0
