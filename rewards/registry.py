@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "trl_grpo_plus.verifiers"
 # Modules of this package that register built-in verifiers when imported.
-_BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format")  # each built-in verifier module adds its name here
+_BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format", "code")  # each built-in verifier module adds its name here
 
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False
@@ -84,7 +84,10 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     for module in _BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except Exception as exc:  # one broken built-in must not take the others down
+            logger.error("Could not load the built-in verifier module %r: %r", module, exc)
     load_entry_points()
 
 
