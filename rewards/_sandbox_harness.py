@@ -45,6 +45,7 @@ def _main():
     os.close(devnull)
 
     key = bytes.fromhex(payload.pop("key"))
+    sys.path.extend(payload.get("sys_path", ()))
     limits = payload["limits"]
     hmac_digest = _hashlib.hmac_digest
     write = os.write
@@ -64,7 +65,7 @@ def _main():
     # ---- privilege drop and private mounts (only our code has run so far) ----
     uid = limits.get("uid")
     if limits.get("private_tmp"):
-        _private_tmp(limits.get("tmp_mb", 64))
+        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()))
     if os.getuid() == 0 and uid is not None:
         os.setgroups([])
         os.setgid(uid)
@@ -261,18 +262,30 @@ def _prctl_hardening():
         pass
 
 
-def _private_tmp(tmp_mb):
-    """(unshare layer, still root inside a private mount namespace) fresh size-capped tmpfs over the
-    world-writable dirs, so nothing written there reaches the host."""
+def _private_mounts(tmp_mb, expose):
+    """(unshare layer, still root inside a private mount namespace) Fresh size-capped tmpfs over the
+    world-writable dirs, so nothing written there reaches the host. For each ``(hide, path)`` in
+    ``expose``: a tmpfs over ``hide`` (e.g. /root, which the dropped uid cannot enter) with only the
+    Python install ``path`` bound back, read-only."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
+    ms_rdonly, ms_remount, ms_bind, ms_rec = 1, 32, 4096, 16384
+
+    def mount(src, target, fstype, flags, opts):
+        if libc.mount(src, target.encode(), fstype, flags, opts) != 0:
+            raise OSError(ctypes.get_errno(), "harness: mount on %s failed" % target)
+
     for target in ("/tmp", "/var/tmp", "/dev/shm"):
-        if not os.path.isdir(target):
-            continue
-        opts = ("size=%dm,mode=1777" % tmp_mb).encode()
-        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, opts) != 0:
-            raise OSError(ctypes.get_errno(), "harness: mounting a private tmpfs on %s failed" % target)
+        if os.path.isdir(target):
+            mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=1777" % tmp_mb).encode())
+    for hide, path in expose:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
+        mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(("/proc/self/fd/%d" % fd).encode(), path, None, ms_bind | ms_rec, None)
+        mount(None, path, None, ms_remount | ms_bind | ms_rdonly, None)
+        os.close(fd)
 
 
 if __name__ == "__main__":
