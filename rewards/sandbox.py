@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -278,8 +279,8 @@ def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
                 cmd += ["--perms", "0755", "--dir", anc]
         cmd += ["--ro-bind", path, path]
     size = str(tmp_mb << 20)
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--size", size, "--tmpfs", "/tmp",
-            "--size", size, "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--"]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--"]
     return cmd
 
 
@@ -567,6 +568,10 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
+_UNESCAPE = re.compile(r"\\(.)")
+_ESCAPES = {"n": "\n", "t": "\t"}
+
+
 def _parse_records(key: bytes, raw: bytes):
     """Verified records, or None when any line is forged, reordered or malformed."""
     records = []
@@ -581,7 +586,7 @@ def _parse_records(key: bytes, raw: bytes):
         expected = hmac.new(key, body.encode("utf-8"), "sha256").hexdigest()
         if not hmac.compare_digest(expected, mac) or int(seq) != len(records):
             return None
-        detail = detail.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
+        detail = _UNESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), detail)
         records.append((kind, int(index), ok == "1", float(seconds), detail))
     return records
 
