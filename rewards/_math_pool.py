@@ -86,10 +86,13 @@ class MathPool:
         self.n_workers = workers or default_workers()
         self.owner_pid = os.getpid()
         self.restarts = 0  # workers killed or lost and replaced
+        self.gold_parses = 0  # golds parsed by a worker (not served from a worker's cache)
+        self.max_item_s = 0.0  # longest time one gold parse or one item took (as seen from here)
         self._lock = threading.Lock()
         self._zygote: subprocess.Popen | None = None
         self._ctl: socket.socket | None = None
         self._workers: list[_Worker] = []
+        self._timeout_s = 1.0
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -182,6 +185,7 @@ class MathPool:
             self._ensure_started()
             jobs = collections.deque(self._plan(groups))
             hard = timeout_s + HARD_KILL_GRACE_S
+            self._timeout_s = timeout_s
             while jobs or any(w.job is not None for w in self._workers):
                 if not self._workers:
                     self._ensure_started()
@@ -228,7 +232,9 @@ class MathPool:
                 self._fail_current(w, results, jobs, CRASH)
                 return
             g, start, _, preds = w.job
+            self.max_item_s = max(self.max_item_s, time.monotonic() - (w.deadline - hard))
             if msg[0] == "gold":
+                self.gold_parses += bool(msg[2])
                 if msg[1] is not True:
                     results[g][0] = msg[1]
                     w.job = None
@@ -247,6 +253,7 @@ class MathPool:
         """The worker overran or died: record the item it was on, requeue the rest, replace it."""
         g, start, gold, preds = w.job
         w.job = None
+        self.max_item_s = max(self.max_item_s, time.monotonic() - w.deadline + HARD_KILL_GRACE_S + self._timeout_s)
         if w.expect < 0:
             results[g][0] = TIMEOUT if verdict == TIMEOUT else False
         else:

@@ -15,7 +15,8 @@ Protocol (pickled tuples over ``multiprocessing.connection.Connection`` framing 
 * zygote control socket: the parent sends one byte plus one socket fd (``SCM_RIGHTS``); the zygote
   forks a worker serving that socket and answers with the worker's pid (8 bytes, big-endian).
 * worker socket: the parent sends ``("group", gold, preds, timeout_s)``; the worker answers
-  ``("gold", ok)`` once the gold is parsed (``ok`` False: unparsable, "timeout") and then, when ``ok``,
+  ``("gold", ok, parsed_now)`` once the gold is parsed (``ok`` False: unparsable, "timeout";
+  ``parsed_now`` False when it came from the worker's cache) and then, when ``ok``,
   ``("item", i, verdict)`` for each prediction, with ``verdict`` one of True / False / "timeout".
 
 Timeouts: the worker arms a soft ``ITIMER_REAL`` per item (legal here: the worker's main thread),
@@ -32,7 +33,15 @@ import socket
 import sys
 from collections import OrderedDict
 
+import sympy
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from sympy import Basic, Expr, Float, MatrixBase, Mul, Pow, Rational, Symbol, UnevaluatedExpr
+
 _GOLD_CACHE_SIZE = 512
+# Parsed predictions, by answer string: the same short answers ("2", "\\frac{1}{2}") recur across
+# problems and training steps. sympy objects are immutable, so sharing them is safe.
+_PRED_CACHE_SIZE = 4096
+_PRED_CACHE: OrderedDict = OrderedDict()
 
 
 class SoftTimeout(BaseException):
@@ -89,8 +98,6 @@ def _exact_floats(expr):
     72.0 = 72, but 3.14159265 != pi, 1.41 != sqrt(2) and 0.333333 != 1/3.
     """
     try:
-        from sympy import Basic, Float, MatrixBase, Rational
-
         if isinstance(expr, MatrixBase):
             return expr.applyfunc(_exact_floats)
         if isinstance(expr, Basic):
@@ -106,12 +113,82 @@ def equivalent(gold_parsed, pred_answer: str, gold_letter: str | None) -> bool:
     """Is ``pred_answer`` (a string) equivalent to the parsed gold?"""
     if gold_letter is not None:  # multiple choice: compare letters, never values
         return multiple_choice_letter(pred_answer) == gold_letter
-    from math_verify import verify
 
-    pred = parse_answer(pred_answer)
+    pred = _PRED_CACHE.get(pred_answer)
+    if pred is None:
+        pred = parse_answer(pred_answer)
+        _PRED_CACHE[pred_answer] = pred
+        if len(_PRED_CACHE) > _PRED_CACHE_SIZE:
+            _PRED_CACHE.popitem(last=False)
+    else:
+        _PRED_CACHE.move_to_end(pred_answer)
     if not pred:
         return False
+    if _numbers_differ(gold_parsed, pred):
+        return False
     return bool(verify(gold_parsed, pred, timeout_seconds=None))
+
+
+# Irrational-ish sample points for the numeric screen: no zeros, integers or simple fractions.
+_SAMPLE_POINTS = ((0.6180339887498949, 1.3247179572447460, 2.2360679774997897),
+                  (1.4142135623730951, -0.7548776662466927, 0.5772156649015329))
+
+
+def _numbers_differ(gold: list, pred: list) -> bool:
+    """True when gold and pred provably differ as expressions: their difference, evaluated at 30
+    digits at two sample points of their free symbols (none for plain numbers), is clearly nonzero
+    at both. Identical expressions evaluate equal everywhere, so this never rejects an identity;
+    it skips math-verify's ``simplify``, its slowest path, on clearly wrong answers.
+
+    Any doubt -> False (let ``verify`` decide): relations, sets, matrices, percent, text-like
+    symbol products (``\\text{Evelyn}`` vs ``Evelyn``), undefined functions, equal strings,
+    non-finite values.
+    """
+    g_exprs = [g for g in gold if not isinstance(g, str)]
+    p_exprs = [p for p in pred if not isinstance(p, str)]
+    g_strs = {g.strip() for g in gold if isinstance(g, str)}
+    if not g_exprs or not p_exprs or any(p.strip() in g_strs for p in pred if isinstance(p, str)):
+        return False
+
+    def text_like(e) -> bool:
+        factors = Mul.make_args(e)
+        return all(isinstance(f, Symbol) or (isinstance(f, Pow) and isinstance(f.base, Symbol)) for f in factors)
+
+    try:
+        for e in g_exprs + p_exprs:
+            if not isinstance(e, Expr) or e.has(UnevaluatedExpr) or (e.free_symbols and text_like(e)):
+                return False
+            if any(len(str(x)) > 1 for x in e.free_symbols):
+                return False
+        for g in g_exprs:
+            for p in p_exprs:
+                diff_expr = g - p
+                symbols = sorted(diff_expr.free_symbols, key=str)
+                points = _SAMPLE_POINTS if symbols else _SAMPLE_POINTS[:1]
+                if len(symbols) > len(points[0]):
+                    return False
+                for point in points:
+                    subs = {x: Float(v, 30) for x, v in zip(symbols, point)}
+                    diff = diff_expr.evalf(30, subs=subs) if subs else diff_expr.evalf(30)
+                    scale = g.evalf(30, subs=subs) if subs else g.evalf(30)
+                    if not (diff.is_number and scale.is_number and diff.is_finite and scale.is_finite):
+                        return False
+                    if not abs(diff) > max(abs(scale), 1) * 1e-20:
+                        return False
+    except Exception:
+        return False
+    return True
+
+
+# One of each common answer shape (MATH/GSM8K style), parsed by the zygote before it forks.
+_WARM_ANSWERS = (
+    "42", "-3.5", "\\frac{1}{2}", "\\dfrac{3\\sqrt{3}}{4}", "2\\sqrt{5}", "\\sqrt[3]{2}", "3\\pi",
+    "\\frac{\\pi}{6}", "x^2+2x+1", "(x-1)(x+2)", "y = 2x - 3", "x=5", "(1,2)", "[1,2)", "(-\\infty, 3]",
+    "(-\\infty,-2)\\cup(3,\\infty)", "\\{1,2,3\\}", "1, 2, 3", "(3, \\frac{\\pi}{2})",
+    "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}",
+    "30^\\circ", "50\\%", "10\\text{ cm}", "\\$18.90", "\\text{(C)}", "\\text{Evelyn}", "2+3i",
+    "\\log_2 5", "\\sin x", "\\tan 20^\\circ", "a_n = 2^n", "1{,}000", "\\infty", "e^{2}",
+)
 
 
 # ------------------------------------------------------------------------------------------ worker
@@ -141,17 +218,18 @@ def _silence_math_verify():
 
 
 def _gold_entry(cache: OrderedDict, gold: str, timeout_s: float):
+    """``(parsed gold, multiple-choice letter, parsed just now?)``, from the cache when possible."""
     entry = cache.get(gold)
     if entry is not None:
         cache.move_to_end(gold)
-        return entry
+        return entry + (False,)
     letter = multiple_choice_letter(gold)
     parsed = None if letter else _timed(parse_answer, timeout_s, gold)
     entry = (parsed, letter)
     cache[gold] = entry
     if len(cache) > _GOLD_CACHE_SIZE:
         cache.popitem(last=False)
-    return entry
+    return entry + (True,)
 
 
 def serve(conn) -> None:
@@ -164,14 +242,15 @@ def serve(conn) -> None:
         except (EOFError, OSError):
             return
         _, gold, preds, timeout_s = msg
+        fresh = True
         try:
-            parsed, letter = _gold_entry(cache, gold, timeout_s)
+            parsed, letter, fresh = _gold_entry(cache, gold, timeout_s)
             ok = letter is not None or bool(parsed)
         except SoftTimeout:
             ok = "timeout"
         except BaseException:  # a parser crash: the gold is unusable
             ok = False
-        conn.send(("gold", ok))
+        conn.send(("gold", ok, fresh))
         if ok is not True:
             continue
         for i, pred in enumerate(preds):
@@ -188,11 +267,14 @@ def zygote(ctl_fd: int) -> None:
     """Import the heavy modules once, then fork a worker per request on the control socket."""
     from multiprocessing.connection import Connection
 
-    import math_verify  # noqa: F401  (warm imports shared by every forked worker)
-    import sympy  # noqa: F401
-
     _silence_math_verify()
-    parse_answer("\\frac{1}{2}")  # warm lazy regex/grammar caches before forking
+    # Warm the parser before forking: ANTLR builds its prediction DFA lazily, per input shape, and
+    # every forked worker inherits what the zygote built instead of rebuilding it.
+    for answer in _WARM_ANSWERS:
+        try:
+            parse_answer(answer)
+        except Exception:
+            pass
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our workers
     ctl = socket.socket(fileno=ctl_fd)
     ctl.sendall(b"R")  # ready

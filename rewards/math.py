@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from fractions import Fraction
 
 from . import _math_pool
 from .base import Verifier
@@ -36,7 +38,7 @@ from .registry import register_verifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MathVerifier", "extract_answer", "extract_boxed", "is_equivalent", "score_answers"]
+__all__ = ["MathVerifier", "extract_answer", "extract_boxed", "is_equivalent", "quick_verdict", "score_answers"]
 
 # Completions longer than this are only searched in their last part for anchors/numbers: the final
 # answer is at the end, and it bounds the regex work on a runaway (1 MB) completion.
@@ -136,34 +138,54 @@ def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0
 
     Returns, per group, ``(gold_status, verdicts)``: ``gold_status`` is True, False (unparsable) or
     "timeout"; ``verdicts`` holds True / False / "timeout" / "crash" per prediction (None when the
-    gold could not be used). Identical strings are matched without a worker.
+    gold could not be used). Settled without a worker (``quick_verdict``): answers equal as strings
+    after meaning-preserving normalisation, and pairs of plain decimal numbers. Repeated predictions
+    in a group (common in GRPO: many samples agree) are checked once.
     """
     todo, index = [], []
     out = []
     for gi, (gold, preds) in enumerate(groups):
         verdicts = [None] * len(preds)
-        pending = []
-        g_norm = _norm(gold)
+        unique: dict[str, list[int]] = {}
         for pi, pred in enumerate(preds):
-            if _norm(pred) == g_norm and g_norm:
-                verdicts[pi] = True
+            quick = quick_verdict(pred, gold)
+            if quick is not None:
+                verdicts[pi] = quick
             else:
-                pending.append(pi)
+                unique.setdefault(pred, []).append(pi)
         out.append([True, verdicts])
-        if pending:
-            todo.append((gold, [preds[pi] for pi in pending]))
-            index.append((gi, pending))
+        if unique:
+            todo.append((gold, list(unique)))
+            index.append((gi, list(unique.values())))
     if todo:
         results = _math_pool.get_pool().run(todo, timeout_s)
-        for (gi, pending), (status, verdicts) in zip(index, results):
+        for (gi, positions), (status, verdicts) in zip(index, results):
             out[gi][0] = status
-            for pi, v in zip(pending, verdicts):
-                out[gi][1][pi] = v
+            for pis, v in zip(positions, verdicts):
+                for pi in pis:
+                    out[gi][1][pi] = v
     return [tuple(o) for o in out]
 
 
+_NORM_DROP_RE = re.compile(r"\\left(?=[(\[|.]|\\\{)|\\right(?=[)\]|.]|\\\})|\\[,!;: ]|\s+|^\$+|\$+$")
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
 def _norm(s: str) -> str:
-    return re.sub(r"\s+", "", s or "")
+    """Meaning-preserving LaTeX normalisation for the string fast path."""
+    s = _NORM_DROP_RE.sub("", s or "")
+    return s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+
+
+def quick_verdict(pred: str, gold: str) -> bool | None:
+    """A verdict that needs no parser, or None: equal normalised strings are equivalent; two plain
+    decimal numbers are compared exactly (``50`` != ``5``, ``72.0`` = ``72``)."""
+    g, p = _norm(gold), _norm(pred)
+    if g and g == p:
+        return True
+    if _PLAIN_NUMBER_RE.fullmatch(g) and _PLAIN_NUMBER_RE.fullmatch(p):
+        return Fraction(g) == Fraction(p)
+    return None
 
 
 def is_equivalent(pred, gold, *, timeout_s: float = 1.0) -> bool:
@@ -181,6 +203,13 @@ def is_equivalent(pred, gold, *, timeout_s: float = 1.0) -> bool:
     return verdicts[0] is True
 
 
+def _warm_pool() -> None:
+    try:
+        _math_pool.get_pool().start()
+    except Exception as exc:  # reported again, and counted, when scoring needs the pool
+        logger.warning("math verifier: could not start the worker pool: %r", exc)
+
+
 def _strip_nul(s: str) -> str:
     return s.replace("\x00", "")
 
@@ -190,7 +219,8 @@ class MathVerifier(Verifier):
     """TRL reward function: 1.0 when the completion's final answer equals the gold, else 0.0.
 
     Options: ``gold_column`` (default ``"answer"``), ``timeout_s`` per item (default 1.0),
-    ``fallback_last_number`` (default True), ``name``.
+    ``fallback_last_number`` (default True), ``warm_start`` (default True: start the worker pool
+    in the background on construction), ``name``.
 
     The gold may be a bare answer (``\\frac{1}{2}``) or a full solution: when it contains a
     ``\\boxed{}`` or a ``####`` line, the answer is extracted from it first.
@@ -202,11 +232,13 @@ class MathVerifier(Verifier):
     """
 
     def __init__(self, *, gold_column: str = "answer", timeout_s: float = 1.0,
-                 fallback_last_number: bool = True, name: str | None = None):
+                 fallback_last_number: bool = True, warm_start: bool = True, name: str | None = None):
         super().__init__(name=name)
         self.gold_column = gold_column
         self.timeout_s = float(timeout_s)
         self.fallback_last_number = fallback_last_number
+        if warm_start:  # start the worker pool (a few seconds) while the trainer generates
+            threading.Thread(target=_warm_pool, name="math-verifier-warm-start", daemon=True).start()
 
     def gold_answer(self, gold) -> str | None:
         if gold is None:

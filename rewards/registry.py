@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from importlib.metadata import entry_points
 from typing import Callable
 
@@ -23,6 +24,7 @@ _BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format", "code")  # each 
 
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False
+_LOAD_LOCK = threading.RLock()
 
 
 def register_verifier(name: str, *, override: bool = False):
@@ -82,13 +84,16 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except Exception as exc:  # one broken built-in must not take the others down
-            logger.error("Could not load the built-in verifier module %r: %r", module, exc)
-    load_entry_points()
+    with _LOAD_LOCK:  # two threads asking at once must both see the full registry
+        if _loaded:
+            return
+        for module in _BUILTIN_MODULES:
+            try:
+                importlib.import_module(f"{__package__}.{module}")
+            except Exception as exc:  # one broken built-in must not take the others down
+                logger.error("Could not load the built-in verifier module %r: %r", module, exc)
+        load_entry_points()
+        _loaded = True
 
 
 def _describe(factory) -> str:

@@ -1,0 +1,168 @@
+"""Speed: our ``math`` verifier vs math-verify used naively, on the same MATH-500 work, in one run.
+
+    python -m trl_grpo_plus.benchmarks.speed.verifiers [--data-file F] [--limit N] [--group-batch K]
+
+The work: for each MATH-500 problem, G = 8 completions derived from its reference solution:
+
+0. the reference solution, verbatim;
+1. a wrong final answer (the boxed answer replaced by another problem's answer);
+2. the answer reformatted (``\\frac`` -> ``\\dfrac``, spaces added) inside ``\\boxed{}``;
+3. the answer in ``<think>...</think><answer>...</answer>`` tags;
+4. the solution ending in "The final answer is $...$." (no box);
+5. a near-miss: the boxed answer with an extra trailing ``0`` (5 -> 50) or ``+1``;
+6. the answer reformatted differently (wrapped in ``\\left( ... \\right)`` groups / spacing);
+7. the solution truncated before its box (no answer: the last-number fallback applies).
+
+Naive: for every completion, ``math_verify.parse(gold)``, ``math_verify.parse(completion)``,
+``math_verify.verify(gold, pred)``, single process, math-verify's own (main-thread) timeouts.
+Ours: ``get_verifier("math")`` called once per batch of ``--group-batch`` problems (``K*G``
+completions, like one TRL generation batch), after starting its worker pool.
+
+Printed: pairs per second for each, the ratio, accuracy of each against the intended labels, and the
+worst-case latency of each (naive: one pair; ours: one item inside the pool, and one whole call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import time
+
+G = 8
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "math" / "math500_test.jsonl"
+
+
+def _replace_last_box(solution: str, new: str) -> str:
+    from trl_grpo_plus.rewards.math import _BOX_RE
+
+    hits = list(_BOX_RE.finditer(solution))
+    if not hits:
+        return solution + f" \\boxed{{{new}}}"
+    m = hits[-1]
+    i = m.end()
+    if i < len(solution) and solution[i] == "{":
+        depth = 0
+        for j in range(i, len(solution)):
+            depth += {"{": 1, "}": -1}.get(solution[j], 0)
+            if depth == 0:
+                return solution[:m.start()] + f"\\boxed{{{new}}}" + solution[j + 1:]
+    return solution[:m.start()] + f"\\boxed{{{new}}}"
+
+
+def _before_box(solution: str) -> str:
+    from trl_grpo_plus.rewards.math import _BOX_RE
+
+    hits = list(_BOX_RE.finditer(solution))
+    return solution[:hits[-1].start()] if hits else solution
+
+
+def make_completions(rows: list[dict]) -> list[tuple[str, list[str], list[bool | None]]]:
+    """Per problem ``(gold, [8 completions], [intended label or None when it depends])``."""
+    work = []
+    for k, row in enumerate(rows):
+        sol, ans = row["solution"], row["answer"]
+        other = rows[(k + 1) % len(rows)]["answer"]
+        reformatted = re.sub(r"\\frac", r"\\dfrac", ans).replace(",", ", ")
+        if "\\left" in ans:
+            regrouped = ans.replace("\\left", "").replace("\\right", "") + " "
+        else:
+            regrouped = ans.replace("(", "\\left( ").replace(")", " \\right)") + " "
+        near = ans + "0" if re.fullmatch(r"-?\d+", ans) else f"{ans}+1"
+        comps = [
+            sol,
+            _replace_last_box(sol, other),
+            _replace_last_box(sol, reformatted),
+            f"<think>{_before_box(sol)}</think><answer>{ans}</answer>",
+            _before_box(sol) + f"The final answer is ${ans}$.",
+            _replace_last_box(sol, near),
+            _replace_last_box(sol, " " + regrouped),
+            _before_box(sol),
+        ]
+        labels = [True, None, True, True, True, False, True, None]
+        work.append((ans, comps, labels))
+    return work
+
+
+def run_naive(work) -> tuple[list[bool], float, float]:
+    from math_verify import parse, verify
+
+    verdicts, worst = [], 0.0
+    start = time.perf_counter()
+    for gold, comps, _ in work:
+        for c in comps:
+            t = time.perf_counter()
+            try:
+                ok = bool(verify(parse(f"${gold}$"), parse(c)))
+            except BaseException:  # noqa: BLE001 - math-verify's TimeoutException is a BaseException
+                ok = False
+            worst = max(worst, time.perf_counter() - t)
+            verdicts.append(ok)
+    return verdicts, time.perf_counter() - start, worst
+
+
+def run_ours(work, group_batch: int) -> tuple[list[bool], float, float, float, dict]:
+    from trl_grpo_plus.rewards import _math_pool, get_verifier
+
+    verifier = get_verifier("math")
+    pool = _math_pool.get_pool()
+    pool.start()
+    pool.max_item_s = 0.0
+    verdicts, worst_call = [], 0.0
+    start = time.perf_counter()
+    for b in range(0, len(work), group_batch):
+        batch = work[b:b + group_batch]
+        completions = [c for _, comps, _ in batch for c in comps]
+        answers = [gold for gold, comps, _ in batch for _ in comps]
+        t = time.perf_counter()
+        scores = verifier(prompts=[""] * len(completions), completions=completions, answer=answers)
+        worst_call = max(worst_call, time.perf_counter() - t)
+        verdicts += [s == 1.0 for s in scores]
+    return verdicts, time.perf_counter() - start, pool.max_item_s, worst_call, dict(verifier.stats)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-file", default=str(DEFAULT_DATA))
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--group-batch", type=int, default=16, help="problems per reward call (x8 completions)")
+    args = ap.parse_args(argv)
+    rows = [json.loads(line) for line in open(args.data_file, encoding="utf-8")][: args.limit]
+    work = make_completions(rows)
+    n = len(work) * G
+    print(f"MATH-500 speed: {len(work)} problems x G={G} = {n} (gold, completion) pairs; "
+          f"{os.cpu_count()} CPUs; pool workers: {__import__('trl_grpo_plus.rewards._math_pool', fromlist=['x']).default_workers()}")
+
+    ours, t_ours, worst_item, worst_call, stats = run_ours(work, args.group_batch)
+    naive, t_naive, worst_naive = run_naive(work)
+
+    labels = [lab for _, _, labs in work for lab in labs]
+    def acc(v):
+        return sum(x == lab for x, lab in zip(v, labels) if lab is not None) / sum(lab is not None for lab in labels)
+    disagree = sum(a != b for a, b in zip(ours, naive))
+    res = {
+        "pairs": n,
+        "naive_pairs_per_s": n / t_naive,
+        "ours_pairs_per_s": n / t_ours,
+        "ratio": t_naive / t_ours,
+        "naive_worst_pair_s": worst_naive,
+        "ours_worst_item_s": worst_item,
+        "ours_worst_call_s": worst_call,
+        "ours_worst_call_completions": args.group_batch * G,
+        "naive_label_accuracy": acc(naive),
+        "ours_label_accuracy": acc(ours),
+        "verdicts_differ": disagree,
+        "ours_stats": stats,
+    }
+    print(f"naive math-verify : {res['naive_pairs_per_s']:8.1f} pairs/s   worst pair {worst_naive:.3f} s   "
+          f"label accuracy {res['naive_label_accuracy']:.3f}")
+    print(f"ours (math)       : {res['ours_pairs_per_s']:8.1f} pairs/s   worst item {worst_item:.3f} s   "
+          f"worst call ({args.group_batch * G} completions) {worst_call:.3f} s   label accuracy {res['ours_label_accuracy']:.3f}")
+    print(f"ratio ours/naive  : {res['ratio']:.2f}x   verdicts that differ: {disagree}   ours stats: {stats}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
