@@ -82,8 +82,10 @@ class MathPool:
     prediction, True / False / "timeout" / "crash" (None for every item when the gold failed).
     """
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, *, soft_timeout: bool = True):
         self.n_workers = workers or default_workers()
+        # soft_timeout=False turns off the in-worker timer, so every overrun ends in a kill.
+        self.soft_timeout = soft_timeout
         self.owner_pid = os.getpid()
         self.restarts = 0  # workers killed or lost and replaced
         self.gold_parses = 0  # golds parsed by a worker (not served from a worker's cache)
@@ -193,7 +195,7 @@ class MathPool:
                     if w.job is None and jobs:
                         job = jobs.popleft()
                         try:
-                            w.conn.send(("group", job[2], job[3], timeout_s))
+                            w.conn.send(("group", job[2], job[3], timeout_s, self.soft_timeout))
                         except OSError:
                             jobs.appendleft(job)
                             self._replace(w)

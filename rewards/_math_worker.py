@@ -14,7 +14,7 @@ Protocol (pickled tuples over ``multiprocessing.connection.Connection`` framing 
 
 * zygote control socket: the parent sends one byte plus one socket fd (``SCM_RIGHTS``); the zygote
   forks a worker serving that socket and answers with the worker's pid (8 bytes, big-endian).
-* worker socket: the parent sends ``("group", gold, preds, timeout_s)``; the worker answers
+* worker socket: the parent sends ``("group", gold, preds, timeout_s, soft)``; the worker answers
   ``("gold", ok, parsed_now)`` once the gold is parsed (``ok`` False: unparsable, "timeout";
   ``parsed_now`` False when it came from the worker's cache) and then, when ``ok``,
   ``("item", i, verdict)`` for each prediction, with ``verdict`` one of True / False / "timeout".
@@ -197,6 +197,8 @@ def _on_alarm(signum, frame):
 
 
 def _timed(fn, timeout_s, *args):
+    if timeout_s is None:  # no soft timer: only the parent's hard kill bounds this call
+        return fn(*args)
     signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 0.01))
     try:
         return fn(*args)
@@ -233,7 +235,8 @@ def _gold_entry(cache: OrderedDict, gold: str, timeout_s: float):
 
 
 def serve(conn) -> None:
-    """Worker loop: answer ``("group", gold, preds, timeout_s)`` requests until EOF."""
+    """Worker loop: answer ``("group", gold, preds, timeout_s, soft)`` requests until EOF.
+    ``soft`` False: no in-worker timer (the parent's kill is then the only limit; used by tests)."""
     signal.signal(signal.SIGALRM, _on_alarm)
     cache: OrderedDict = OrderedDict()
     while True:
@@ -241,7 +244,9 @@ def serve(conn) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        _, gold, preds, timeout_s = msg
+        _, gold, preds, timeout_s, soft = msg
+        if not soft:
+            timeout_s = None
         fresh = True
         try:
             parsed, letter, fresh = _gold_entry(cache, gold, timeout_s)

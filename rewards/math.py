@@ -94,9 +94,10 @@ def _clean_sentence_answer(s: str) -> str | None:
     if m:
         return next(g for g in m.groups() if g is not None).strip() or None
     line = s.split("\n", 1)[0].strip()
-    line = re.sub(r"^\*\*|\*\*$", "", line).strip()
-    line = line.rstrip(" .")
-    line = line.strip("$").strip()
+    previous = None
+    while line != previous:  # peel markdown bold, a full stop and $...$ in any order
+        previous = line
+        line = re.sub(r"^\*\*|\*\*$", "", line).strip().rstrip(".").strip().strip("$").strip()
     return line or None
 
 
