@@ -82,8 +82,10 @@ class MathPool:
     prediction, True / False / "timeout" / "crash" (None for every item when the gold failed).
     """
 
-    def __init__(self, workers: int | None = None, *, soft_timeout: bool = True):
+    def __init__(self, workers: int | None = None, *, soft_timeout: bool = True, memory_mb: int | None = None):
         self.n_workers = workers or default_workers()
+        # address-space limit of each worker (RLIMIT_AS); 0 = none
+        self.memory_mb = int(os.environ.get("TRL_GRPO_PLUS_MATH_WORKER_MEMORY_MB", 2048)) if memory_mb is None else memory_mb
         # soft_timeout=False turns off the in-worker timer, so every overrun ends in a kill.
         self.soft_timeout = soft_timeout
         self.owner_pid = os.getpid()
@@ -110,7 +112,7 @@ class MathPool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._zygote = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(WORKER_SCRIPT), str(child.fileno())],
+                [sys.executable, "-c", _BOOT, str(WORKER_SCRIPT), str(child.fileno()), str(self.memory_mb)],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,

@@ -3,7 +3,7 @@
 This file is deliberately self-contained (it imports only the standard library, sympy and
 math-verify, never ``trl_grpo_plus``, ``trl`` or ``torch``) because it is started as a *script*::
 
-    python -c <boot code> _math_worker.py <control-fd>    (see _math_pool._BOOT)
+    python -c <boot code> _math_worker.py <control-fd> <worker memory limit, MB>   (see _math_pool)
 
 That process is a **zygote**: it imports sympy/math-verify once (about a second), then forks one
 worker per request it gets on its control socket. A fork of a warm, single-threaded zygote takes a
@@ -268,7 +268,7 @@ def serve(conn) -> None:
             conn.send(("item", i, verdict))
 
 
-def zygote(ctl_fd: int) -> None:
+def zygote(ctl_fd: int, memory_mb: int = 0) -> None:
     """Import the heavy modules once, then fork a worker per request on the control socket."""
     from multiprocessing.connection import Connection
 
@@ -294,6 +294,11 @@ def zygote(ctl_fd: int) -> None:
         if pid == 0:
             ctl.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if memory_mb > 0:  # a runaway item gets MemoryError (scored False), not the OOM killer
+                import resource
+
+                limit = memory_mb * 1024 * 1024
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             try:
                 serve(Connection(fds[0]))
             finally:
@@ -303,4 +308,4 @@ def zygote(ctl_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    zygote(int(sys.argv[-1]))
+    zygote(int(sys.argv[-2]), int(sys.argv[-1]))

@@ -300,6 +300,15 @@ def _wait_gone(pid, patience_s=5.0):
         time.sleep(0.02)
 
 
+def test_workers_have_a_memory_limit(pool):
+    limits = open(f"/proc/{pool._workers[0].pid}/limits").read()
+    line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
+    assert line.split()[3] == str(pool.memory_mb * 1024 * 1024)
+    # an answer whose evaluation wants far more memory is scored, not fatal
+    assert is_equivalent("\\frac{10^{10^{10}}}{7}", "2", timeout_s=TIMEOUT_S) is False
+    assert is_equivalent("\\frac{2}{1}", "2", timeout_s=TIMEOUT_S) is True
+
+
 def test_works_from_a_non_main_thread(pool):
     out = {}
 
