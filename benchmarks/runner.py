@@ -199,6 +199,7 @@ def evaluate(
     verifier: Callable | None = None,
     tensor_parallel_size: int = 1,
     vllm_llm=None,
+    vllm_kwargs: dict | None = None,
     distributed: bool | None = None,
     progress: bool = True,
     return_rows: bool = False,
@@ -209,6 +210,8 @@ def evaluate(
     ``rows`` / ``data_file`` / hub: where problems come from (``to_example(row, index) -> Example``
     maps custom rows). ``fewshot_examples`` / ``fewshot_file`` / the train split: exemplars for
     ``prompt="fewshot"``. ``verifier``: a TRL reward function to score with instead of the registry's.
+    ``vllm_llm``: a ready ``vllm.LLM``; ``vllm_kwargs``: more ``VLLMBackend`` / ``vllm.LLM`` keyword
+    arguments (``chunk_size``, ``gpu_memory_utilization``, ...).
     ``output_dir=None`` keeps everything in memory (no files, no resume).
     With ``return_rows=True`` the summary has a ``"rows"`` list of the per-problem results.
     """
@@ -272,7 +275,7 @@ def evaluate(
     else:
         tok = tokenizer
         gen = VLLMBackend(model if isinstance(model, str) else None, llm=vllm_llm, tensor_parallel_size=tensor_parallel_size,
-                          dtype=dtype, seed=seed, gguf_file=gguf_file)
+                          dtype=dtype, seed=seed, gguf_file=gguf_file, **(vllm_kwargs or {}))
         if tok is None and prompt == "chat":
             tok = gen.llm.get_tokenizer()
 
