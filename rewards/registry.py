@@ -25,6 +25,7 @@ _BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format", "code")  # each 
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False
 _LOAD_LOCK = threading.RLock()
+_PLUGINS: dict[str, str] = {}  # name -> entry-point value, for plug-ins loaded from entry points
 
 
 def register_verifier(name: str, *, override: bool = False):
@@ -71,6 +72,9 @@ def load_entry_points() -> None:
     """(Re)scan the ``trl_grpo_plus.verifiers`` entry-point group. Broken plug-ins are logged, not fatal."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _REGISTRY:
+            if _PLUGINS.get(ep.name) != ep.value:  # not a rescan of the same plug-in
+                logger.warning("Verifier plug-in %r (%s) skipped: the name is already registered (%s)",
+                               ep.name, ep.value, _describe(_REGISTRY[ep.name]))
             continue
         try:
             factory = ep.load()
@@ -78,6 +82,7 @@ def load_entry_points() -> None:
             logger.warning("Could not load verifier plug-in %r (%s): %r", ep.name, ep.value, exc)
             continue
         register_verifier(ep.name)(factory)
+        _PLUGINS[ep.name] = ep.value
 
 
 def _ensure_loaded() -> None:

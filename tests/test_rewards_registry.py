@@ -84,7 +84,7 @@ def _install_tiny_distribution(root, *, broken=False):
     info = root / "tiny_judge-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-judge\nVersion: 0.1\n")
-    eps = "[trl_grpo_plus.verifiers]\ntiny_length = tiny_judge:LengthJudge\n"
+    eps = "[trl_grpo_plus.verifiers]\ntiny_length = tiny_judge:LengthJudge\nmath = tiny_judge:LengthJudge\n"
     if broken:
         eps += "tiny_broken = tiny_judge:DoesNotExist\n"
     (info / "entry_points.txt").write_text(eps)
@@ -101,6 +101,10 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch, scratch_registr
         names = list_verifiers()
     assert "tiny_length" in names and "math" in names
     assert "tiny_broken" not in names and "tiny_broken" in caplog.text  # logged, not fatal
+    # a plug-in cannot take a built-in's name
+    assert type(get_verifier("math")).__name__ == "MathVerifier" and "'math' (tiny_judge:LengthJudge) skipped" in caplog.text
+    registry.load_entry_points()  # a rescan is quiet and keeps the plug-in
+    assert "tiny_length" in list_verifiers()
     judge = get_verifier("tiny_length", limit=4)
     assert judge.__name__ == "tiny_length"
     assert judge(prompts=["p", "p"], completions=["abc", "abcdef"]) == [1.0, 0.0]
