@@ -31,6 +31,16 @@ def _layers():
     return [layer for layer in ("bwrap", "unshare") if sandbox._probe_layer(layer) is not None]
 
 
+def _setups():
+    """(layer, fresh_process) pairs: every working layer, with the fork server (the default as root)
+    and with a fresh interpreter per program."""
+    return [pytest.param(layer, fresh, id=f"{layer}-{'fresh' if fresh else 'forkserver'}")
+            for layer in _layers() for fresh in (False, True)]
+
+
+RUNNERS = [pytest.param(False, id="forkserver"), pytest.param(True, id="fresh")]
+
+
 def _processes_with(marker: str) -> list[int]:
     found = []
     for pid in os.listdir("/proc"):
@@ -140,9 +150,10 @@ def test_stdin_stdout_expected_output_never_enters_the_sandbox(isolated):
 # ---------------------------------------------------------------- threats
 
 
-def test_infinite_loop_times_out(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_infinite_loop_times_out(isolated, fresh):
     t0 = time.monotonic()
-    rep = run_tests("def f():\n    while True:\n        pass\n", ["assert f() is None"], timeout_s=1.5)
+    rep = run_tests("def f():\n    while True:\n        pass\n", ["assert f() is None"], timeout_s=1.5, fresh_process=fresh)
     assert rep.status == "timeout" and rep.fraction == 0.0
     assert time.monotonic() - t0 < 6.0
 
@@ -152,17 +163,19 @@ def test_infinite_loop_in_stdin_case_times_out(isolated):
     assert rep.status == "timeout" and not rep.passed
 
 
+@pytest.mark.parametrize("fresh", RUNNERS)
 @pytest.mark.parametrize("exit_call", ["os._exit(0)", "sys.exit(0)", "raise SystemExit(0)", "os.kill(os.getpid(), 9)"])
-def test_early_exit_with_code_zero_is_not_a_pass(isolated, exit_call):
+def test_early_exit_with_code_zero_is_not_a_pass(isolated, exit_call, fresh):
     program = f"import os, sys\ndef f():\n    return 1\n{exit_call}\n"
-    rep = run_tests(program, ["assert f() == 2"])
+    rep = run_tests(program, ["assert f() == 2"], fresh_process=fresh)
     assert not rep.passed and rep.fraction == 0.0
     # exit during a test also fails that test
-    rep = run_tests(f"import os, sys\ndef f():\n    {exit_call}\n", ["assert f() == 2", "assert True"])
+    rep = run_tests(f"import os, sys\ndef f():\n    {exit_call}\n", ["assert f() == 2", "assert True"], fresh_process=fresh)
     assert rep.results[0].passed is False and rep.fraction <= 0.5
 
 
-def test_fake_pass_markers_and_forged_records_do_not_count(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_fake_pass_markers_and_forged_records_do_not_count(isolated, fresh):
     forge = (
         "import os, sys\n"
         "def f():\n    return 0\n"
@@ -175,7 +188,7 @@ def test_fake_pass_markers_and_forged_records_do_not_count(isolated):
         "            pass\n"
         "os._exit(0)\n"
     )
-    rep = run_tests(forge, ["assert f() == 1"])
+    rep = run_tests(forge, ["assert f() == 1"], fresh_process=fresh)
     assert not rep.passed and rep.fraction == 0.0
     assert rep.status in ("tampered", "crashed")
 
@@ -231,7 +244,8 @@ def test_the_run_key_is_not_readable_by_the_program(isolated):
     assert seen["key"] not in printed and seen["key"].hex().encode() not in printed
 
 
-def test_fork_flood_is_bounded_and_cleaned_up(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_fork_flood_is_bounded_and_cleaned_up(isolated, fresh):
     marker = "flood-" + secrets.token_hex(6)
     program = (
         "import os\n"
@@ -246,14 +260,15 @@ def test_fork_flood_is_bounded_and_cleaned_up(isolated):
         "    n += 1\n"
         "print('forked', n, flush=True)\n"
     )
-    rep = run_tests(program, ["assert True"], nproc=16, timeout_s=5)
+    rep = run_tests(program, ["assert True"], nproc=16, timeout_s=5, fresh_process=fresh)
     forked = int(rep.stdout_tail.split("forked")[1].split()[0])
     assert 1 <= forked < 16  # RLIMIT_NPROC=16 stopped the flood
     time.sleep(0.2)
     assert _processes_with(marker) == []
 
 
-def test_memory_bomb_is_contained(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_memory_bomb_is_contained(isolated, fresh):
     program = (
         "blocks = []\n"
         "try:\n"
@@ -265,14 +280,14 @@ def test_memory_bomb_is_contained(isolated):
         "def big():\n"
         "    return bytearray(8 << 30)\n"
     )
-    rep = run_tests(program, ["assert len(big()) > 0"], memory_mb=256)
+    rep = run_tests(program, ["assert len(big()) > 0"], memory_mb=256, fresh_process=fresh)
     got = int(rep.stdout_tail.split("got_mb")[1].split()[0])
     assert got <= 256  # RLIMIT_AS=256 MB
     assert not rep.passed and "MemoryError" in rep.results[0].error
 
 
-@pytest.mark.parametrize("layer", _layers())
-def test_writes_outside_the_working_dir_do_not_persist(isolated, layer, tmp_path):
+@pytest.mark.parametrize("layer, fresh", _setups())
+def test_writes_outside_the_working_dir_do_not_persist(isolated, layer, fresh, tmp_path):
     marker = "escape-" + secrets.token_hex(6)
     targets = [f"/tmp/{marker}", f"/var/tmp/{marker}", f"/dev/shm/{marker}", str(tmp_path / marker),
                os.path.join(os.path.dirname(__file__), marker), f"/root/{marker}"]
@@ -288,15 +303,15 @@ def test_writes_outside_the_working_dir_do_not_persist(isolated, layer, tmp_path
         "        results.append(type(e).__name__)\n"
         "print(results)\n"
     )
-    rep = run_tests(program, ["assert True"], isolation=layer)
+    rep = run_tests(program, ["assert True"], isolation=layer, fresh_process=fresh)
     assert rep.passed, rep.stderr_tail
     assert rep.stdout_tail.strip().endswith("'ok']")  # the working dir itself is writable
     for target in targets:
         assert not os.path.exists(target), target
 
 
-@pytest.mark.parametrize("layer", _layers())
-def test_no_connection_to_a_host_loopback_listener(isolated, layer):
+@pytest.mark.parametrize("layer, fresh", _setups())
+def test_no_connection_to_a_host_loopback_listener(isolated, layer, fresh):
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -310,7 +325,7 @@ def test_no_connection_to_a_host_loopback_listener(isolated, layer):
         "    return True\n"
     )
     try:
-        rep = run_tests(program, ["assert connect()"], isolation=layer)
+        rep = run_tests(program, ["assert connect()"], isolation=layer, fresh_process=fresh)
         assert not rep.passed and "Error" in rep.results[0].error
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody ever connected
@@ -318,7 +333,8 @@ def test_no_connection_to_a_host_loopback_listener(isolated, layer):
         server.close()
 
 
-def test_killing_the_parent_and_everything_else_fails_cleanly(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_killing_the_parent_and_everything_else_fails_cleanly(isolated, fresh):
     import subprocess
 
     bystander = subprocess.Popen(["/bin/sleep", "30"])  # a host process the program knows the pid of
@@ -336,7 +352,7 @@ def test_killing_the_parent_and_everything_else_fails_cleanly(isolated):
         "def f():\n    return 1\n"
     )
     try:
-        rep = run_tests(program, ["assert f() == 1"], timeout_s=3)
+        rep = run_tests(program, ["assert f() == 1"], timeout_s=3, fresh_process=fresh)
         assert bystander.poll() is None  # the host process was out of reach
     finally:
         bystander.kill()
@@ -346,8 +362,8 @@ def test_killing_the_parent_and_everything_else_fails_cleanly(isolated):
     assert run_tests("def f():\n    return 1\n", ["assert f() == 1"]).passed  # the sandbox still works
 
 
-@pytest.mark.parametrize("layer", _layers())
-def test_no_orphan_survives_the_run(isolated, layer):
+@pytest.mark.parametrize("layer, fresh", _setups())
+def test_no_orphan_survives_the_run(isolated, layer, fresh):
     marker = "orphan-" + secrets.token_hex(6)
     program = (
         "import os, subprocess\n"
@@ -362,28 +378,29 @@ def test_no_orphan_survives_the_run(isolated, layer):
         "print('spawned')\n"
     )
     t0 = time.monotonic()
-    rep = run_tests(program, ["assert True"], isolation=layer, timeout_s=10)
+    rep = run_tests(program, ["assert True"], isolation=layer, timeout_s=10, fresh_process=fresh)
     assert rep.passed and "spawned" in rep.stdout_tail
     assert time.monotonic() - t0 < 5.0  # did not wait for the 60 s sleepers
     time.sleep(0.2)
     assert _processes_with(marker) == []
 
 
-def test_huge_output_is_capped_with_bounded_host_memory(isolated):
+@pytest.mark.parametrize("fresh", RUNNERS)
+def test_huge_output_is_capped_with_bounded_host_memory(isolated, fresh):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     program = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(300):\n    sys.stdout.write(chunk)\n    sys.stderr.write(chunk)\nprint('END')\n"
-    rep = run_tests(program, ["assert True"], timeout_s=20)
+    rep = run_tests(program, ["assert True"], timeout_s=20, fresh_process=fresh)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert rep.passed  # 600 MB went through the pipes
     assert rep.stdout_tail.endswith("END\n") and len(rep.stdout_tail) <= 4096 and len(rep.stderr_tail) <= 4096
     assert grown_mb < 64, grown_mb
     # a stdin/stdout case whose output exceeds the cap fails as truncated
-    rep = run_tests("print('y' * (1 << 22))", [{"input": "", "output": "y"}], output_bytes=1 << 16)
+    rep = run_tests("print('y' * (1 << 22))", [{"input": "", "output": "y"}], output_bytes=1 << 16, fresh_process=fresh)
     assert not rep.passed and rep.results[0].error.startswith("truncated")
 
 
-@pytest.mark.parametrize("layer", _layers())
-def test_host_environment_is_not_visible(isolated, layer, monkeypatch):
+@pytest.mark.parametrize("layer, fresh", _setups())
+def test_host_environment_is_not_visible(isolated, layer, fresh, monkeypatch):
     secret = secrets.token_hex(8)
     monkeypatch.setenv("TRL_GRPO_PLUS_SECRET", secret)
     program = (
@@ -396,7 +413,8 @@ def test_host_environment_is_not_visible(isolated, layer, monkeypatch):
         "            pass\n"
         "print(seen)\n"
     )
-    rep = run_tests(program, ["assert 'TRL_GRPO_PLUS_SECRET' not in os.environ", "import os"], isolation=layer)
+    rep = run_tests(program, ["assert 'TRL_GRPO_PLUS_SECRET' not in os.environ", "import os"], isolation=layer,
+                    fresh_process=fresh)
     assert secret not in rep.stdout_tail and "TRL_GRPO_PLUS_SECRET" not in rep.stdout_tail
     assert "PATH" in rep.stdout_tail  # the program did print its (clean) environment
 
@@ -412,3 +430,31 @@ def test_run_many_keeps_order_and_reports_pickle(isolated):
     reps = sandbox.run_many(jobs, workers=2)
     assert [r.passed for r in reps] == [i % 3 == i for i in range(6)]
     assert pickle.loads(pickle.dumps(reps[0])).passed is True
+
+
+def test_fork_server_jobs_are_isolated_from_each_other(isolated):
+    if os.geteuid() != 0:
+        pytest.skip("the fork server is used only when the host runs as root")
+    marker = secrets.token_hex(6)
+    writer = (
+        "import os\nresults = []\n"
+        f"for path in ['/tmp/{marker}', '/dev/shm/{marker}', 'mine-{marker}']:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        results.append('ok')\n"
+        "    except OSError as e:\n"
+        "        results.append(type(e).__name__)\n"
+        "print(os.getuid(), os.getcwd(), results)\n"
+    )
+    first = run_tests(writer, ["assert True"])
+    uid1, cwd1, results = first.stdout_tail.split(" ", 2)
+    assert results.strip() == "['PermissionError', 'PermissionError', 'ok']"  # only its own dir is writable
+    reader = (
+        "import os\n"
+        f"print(os.getuid(), os.getcwd(), os.path.exists('/tmp/{marker}'), os.path.exists({cwd1!r}))\n"
+    )
+    second = run_tests(reader, ["assert True"])  # the same idle fork server serves it
+    uid2, cwd2, gone = second.stdout_tail.split(" ", 2)
+    assert uid1 != uid2 and int(uid1) > 0 and int(uid2) > 0  # a fresh unprivileged uid per job
+    assert cwd1 != cwd2
+    assert gone.split() == ["False", "False"]  # the earlier job's dir was deleted after its run
