@@ -270,7 +270,11 @@ def _bwrap_prefix(bwrap: str, root: bool, tmp_mb: int) -> tuple[str, ...]:
 
 def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
     cmd = [bwrap]
-    if root:  # no user namespace: it would map the sandbox to host root; the harness drops uid
+    if root:  # no user namespace: it would map the sandbox to host root; the harness drops uid.
+        # Keep only the capabilities the harness needs to hand jobs their own uid (all are cleared
+        # by the kernel at the setuid() away from root, before any user code).
+        cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL"]
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     else:
         cmd += ["--unshare-all"]
