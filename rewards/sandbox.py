@@ -580,6 +580,7 @@ class _ForkServer:
         self.proc.wait()
 
 
+_fallback_warned: list[bool] = []
 _servers_lock = threading.Lock()
 _servers: dict[tuple, list[_ForkServer]] = {}
 
@@ -624,8 +625,14 @@ def _run_forkserver(iso: Isolation, program, items, mode, float_tol, *, timeout_
     for attempt in range(2):
         try:
             server = _acquire_server(iso, tmp_mb)
-        except Exception as exc:
-            return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc), layer=iso.layer)
+        except Exception as exc:  # the one-shot path still works wherever the probe passed
+            if not _fallback_warned:
+                _fallback_warned.append(True)
+                logger.warning("code sandbox: the %s fork server does not start (%r); starting a fresh "
+                               "interpreter per program instead", iso.layer, exc)
+            return _run(iso, program, items, mode, float_tol, timeout_s=timeout_s, memory_mb=memory_mb,
+                        setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb,
+                        output_bytes=output_bytes)
         try:
             reply = server.run(job, deadline=start + timeout_s + 5.0)
         except TimeoutError:
