@@ -458,3 +458,26 @@ def test_fork_server_jobs_are_isolated_from_each_other(isolated):
     assert uid1 != uid2 and int(uid1) > 0 and int(uid2) > 0  # a fresh unprivileged uid per job
     assert cwd1 != cwd2
     assert gone.split() == ["False", "False"]  # the earlier job's dir was deleted after its run
+
+
+def test_probe_logs_the_layer_it_picked(isolated, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="trl_grpo_plus.rewards.sandbox"):
+        iso = sandbox.probe_isolation(refresh=True)
+    assert iso.layer == isolated.layer
+    assert f"code sandbox: using layer '{iso.layer}'" in caplog.text
+
+
+def test_falls_back_to_a_fresh_interpreter_when_the_fork_server_fails(isolated, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("the fork server is used only when the host runs as root")
+    started = []
+
+    def broken(*args, **kwargs):
+        started.append(True)
+        raise OSError("no fork server today")
+
+    monkeypatch.setattr(sandbox, "_acquire_server", broken)
+    rep = run_tests("def f():\n    return 3\n", ["assert f() == 3", "assert f() == 4"])
+    assert started and [r.passed for r in rep.results] == [True, False] and rep.layer == isolated.layer
