@@ -1,7 +1,8 @@
 """Run untrusted Python programs against tests in a local, layered sandbox (no Docker, no service).
 
 Two verbs: :func:`run_tests` (one program) and :func:`run_many` (a batch on a thread pool, one
-sandboxed process per program). :func:`probe_isolation` says which layer is in use.
+sandboxed process per program). :func:`probe_isolation` says which layer is in use. User-facing
+documentation, threat model and measured figures: ``docs/sandbox.md``.
 
 Layers, strongest first; :func:`probe_isolation` tries them once per process and keeps the first that
 really runs a program, logging its choice:
@@ -11,7 +12,7 @@ really runs a program, logging its choice:
     uts and cgroup namespaces (plus a user namespace when not root), ``--die-with-parent``,
     ``--new-session``, a minimal read-only view of the system (``/usr``, ``/etc`` and the Python
     install), fresh ``/dev`` and ``/proc``, size-capped tmpfs ``/tmp`` (the working dir) and
-    ``/dev/shm``, no network device but a down loopback.
+    ``/dev/shm``, no network but a loopback of its own.
 ``unshare``
     ``unshare --mount --net --pid --ipc --uts --fork --kill-child --mount-proc`` (as root), or
     ``unshare --user --map-current-user ...`` otherwise; the harness mounts private tmpfs over
@@ -24,7 +25,10 @@ Every layer also has: a fresh ``python -I`` in a new session with a clean enviro
 limit with ``killpg``, capped captured output, and rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0)
 set by the harness before user code runs. When the host runs as root the harness drops to a random
 unprivileged uid (``1_000_000 + n``; a user namespace created by root would map the sandbox to host
-root, so as root no user namespace is made) before any user code runs.
+root, so as root no user namespace is made) before any user code runs. As root the default runner
+is a fork server per worker (:class:`_ForkServer`): a pristine sandboxed ``python -I`` that forks
+each program into a new session, uid and 0700 dir, and kills every process of that uid afterwards;
+``fresh_process=True`` starts a new interpreter per program instead.
 
 Proof that tests ran: see ``_sandbox_harness.py``. Each result is a record on a private pipe, signed
 with a per-run HMAC key that reaches the harness through stdin (not argv, env or a file). The host
@@ -37,9 +41,9 @@ ends the run; kernel exploits; a program that introspects the harness in its own
 
 from __future__ import annotations
 
-import hmac
 import atexit
 import functools
+import hmac
 import json
 import logging
 import marshal
@@ -431,8 +435,9 @@ def run_many(jobs, *, workers: int | None = None, progress: bool | None = None, 
     arguments are invalid gets a ``sandbox_error`` report instead of raising, so the batch finishes."""
     jobs = [dict(program=j[0], tests=j[1]) if isinstance(j, (tuple, list)) else dict(j) for j in jobs]
     workers = workers or os.cpu_count() or 1
-    if options.get("isolation", "auto") == "auto" or options.get("isolation") is None:
-        _isolation_for("auto", options.get("allow_unsafe", False))  # probe once, raise before threading
+    first = {**options, **jobs[0]} if jobs else options
+    if first.get("isolation", "auto") == "auto":
+        _isolation_for("auto", first.get("allow_unsafe", False))  # probe once, raise before threading
 
     def one(job):
         try:
