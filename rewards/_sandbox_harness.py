@@ -199,6 +199,11 @@ def _serve():
                 _run_job(job, _recorder(job["key"], 3), limits, 3)
                 sys.stdout.flush()
                 sys.stderr.flush()
+            except BaseException as exc:  # a harness failure (user code's own errors are recorded)
+                try:
+                    os.write(2, ("harness: %r\n" % (exc,)).encode())
+                except BaseException:
+                    pass
             finally:
                 os._exit(0)
         os.close(res_w)
