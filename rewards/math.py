@@ -50,7 +50,8 @@ _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*", re.I)
 _THE_ANSWER_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
 _HASH_RE = re.compile(r"####\s*(.+)")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+# $$..$$, $..$ (an escaped \$ inside does not close it), \(..\), \[..\]
+_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
 def extract_boxed(text: str) -> str | None:

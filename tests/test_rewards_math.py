@@ -27,6 +27,7 @@ EXTRACTION = [
     ("Thus the final answer is $\\pi/2$. I hope", "\\pi/2"),
     ("The final answer is 12.\nThe answer is 13", "12"),  # "final answer" outranks "the answer"
     ("Final Answer: (1, 2)", "(1, 2)"),
+    ("The final answer is $\\$32,\\!348$.", "\\$32,\\!348"),  # an escaped dollar does not close $..$
     ("So the answer is **42**.", "42"),
     ("Natalia sold 48+24 = 72 clips.\n#### 72", "72"),
     ("no anchor, numbers 3 and then 17.5 here.", "17.5"),

@@ -16,7 +16,8 @@ The work: for each MATH-500 problem, G = 8 completions derived from its referenc
 Naive: for every completion, ``math_verify.parse(gold)``, ``math_verify.parse(completion)``,
 ``math_verify.verify(gold, pred)``, single process, math-verify's own (main-thread) timeouts.
 Ours: ``get_verifier("math")`` called once per batch of ``--group-batch`` problems (``K*G``
-completions, like one TRL generation batch), after starting its worker pool.
+completions, like one TRL generation batch), after starting its worker pool. The two alternate batch
+by batch, so a change in machine load during the run affects both alike.
 
 Printed: pairs per second for each, the ratio, accuracy of each against the intended labels, and the
 worst-case latency of each (naive: one pair; ours: one item inside the pool, and one whole call).
@@ -70,7 +71,7 @@ def make_completions(rows: list[dict]) -> list[tuple[str, list[str], list[bool |
             regrouped = ans.replace("\\left", "").replace("\\right", "") + " "
         else:
             regrouped = ans.replace("(", "\\left( ").replace(")", " \\right)") + " "
-        near = ans + "0" if re.fullmatch(r"-?\d+", ans) else f"{ans}+1"
+        near = ans + "0" if re.fullmatch(r"-?[1-9]\d*", ans) else f"{ans}+1"
         comps = [
             sol,
             _replace_last_box(sol, other),
@@ -86,41 +87,46 @@ def make_completions(rows: list[dict]) -> list[tuple[str, list[str], list[bool |
     return work
 
 
-def run_naive(work) -> tuple[list[bool], float, float]:
+def naive_pair(gold: str, completion: str) -> bool:
+    """math-verify used naively: parse gold, parse completion, verify (main-thread timeouts)."""
     from math_verify import parse, verify
 
-    verdicts, worst = [], 0.0
-    start = time.perf_counter()
-    for gold, comps, _ in work:
-        for c in comps:
-            t = time.perf_counter()
-            try:
-                ok = bool(verify(parse(f"${gold}$"), parse(c)))
-            except BaseException:  # noqa: BLE001 - math-verify's TimeoutException is a BaseException
-                ok = False
-            worst = max(worst, time.perf_counter() - t)
-            verdicts.append(ok)
-    return verdicts, time.perf_counter() - start, worst
+    try:
+        return bool(verify(parse(f"${gold}$"), parse(completion)))
+    except BaseException:  # noqa: BLE001 - math-verify's TimeoutException is a BaseException
+        return False
 
 
-def run_ours(work, group_batch: int) -> tuple[list[bool], float, float, float, dict]:
+def run(work, group_batch: int) -> dict:
+    """Score every batch with both, alternating (ours, then naive, batch by batch), so that a change
+    in machine load during the run hits both alike."""
     from trl_grpo_plus.rewards import _math_pool, get_verifier
 
     verifier = get_verifier("math")
     pool = _math_pool.get_pool()
-    pool.start()
+    pool.start()  # start-up (once per process) is not part of the throughput
+    naive_pair("1", "1")  # and math-verify's lazy imports are not part of the naive one
     pool.max_item_s = 0.0
-    verdicts, worst_call = [], 0.0
-    start = time.perf_counter()
+    ours, naive = [], []
+    t_ours = t_naive = worst_call = worst_naive = 0.0
     for b in range(0, len(work), group_batch):
         batch = work[b:b + group_batch]
         completions = [c for _, comps, _ in batch for c in comps]
         answers = [gold for gold, comps, _ in batch for _ in comps]
         t = time.perf_counter()
         scores = verifier(prompts=[""] * len(completions), completions=completions, answer=answers)
-        worst_call = max(worst_call, time.perf_counter() - t)
-        verdicts += [s == 1.0 for s in scores]
-    return verdicts, time.perf_counter() - start, pool.max_item_s, worst_call, dict(verifier.stats)
+        elapsed = time.perf_counter() - t
+        t_ours += elapsed
+        worst_call = max(worst_call, elapsed)
+        ours += [s == 1.0 for s in scores]
+        for gold, completion in zip(answers, completions):
+            t = time.perf_counter()
+            naive.append(naive_pair(gold, completion))
+            elapsed = time.perf_counter() - t
+            t_naive += elapsed
+            worst_naive = max(worst_naive, elapsed)
+    return dict(ours=ours, naive=naive, t_ours=t_ours, t_naive=t_naive, worst_call=worst_call,
+                worst_naive=worst_naive, worst_item=pool.max_item_s, stats=dict(verifier.stats))
 
 
 def main(argv=None) -> dict:
@@ -135,8 +141,9 @@ def main(argv=None) -> dict:
     print(f"MATH-500 speed: {len(work)} problems x G={G} = {n} (gold, completion) pairs; "
           f"{os.cpu_count()} CPUs; pool workers: {__import__('trl_grpo_plus.rewards._math_pool', fromlist=['x']).default_workers()}")
 
-    ours, t_ours, worst_item, worst_call, stats = run_ours(work, args.group_batch)
-    naive, t_naive, worst_naive = run_naive(work)
+    r = run(work, args.group_batch)
+    ours, naive, t_ours, t_naive = r["ours"], r["naive"], r["t_ours"], r["t_naive"]
+    worst_item, worst_call, worst_naive, stats = r["worst_item"], r["worst_call"], r["worst_naive"], r["stats"]
 
     labels = [lab for _, _, labs in work for lab in labs]
     def acc(v):
