@@ -136,9 +136,17 @@ class _Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.state = None
         if enabled or (enabled is None and world > 1):
+            import torch
             from accelerate import PartialState
 
-            self.state = PartialState()
+            # without an accelerator, accelerate picks MULTI_CPU (gloo) only when told cpu=True;
+            # otherwise a torchrun launch on CPU silently becomes N independent single processes
+            self.state = PartialState(cpu=not torch.cuda.is_available())
+            if world > 1 and self.state.num_processes != world:
+                raise RuntimeError(
+                    f"WORLD_SIZE={world} but accelerate started {self.state.num_processes} process group(s) "
+                    f"({self.state.distributed_type}). Launch with torchrun or `accelerate launch --multi_gpu`."
+                )
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 
