@@ -195,3 +195,45 @@ def test_example_is_hashable_and_frozen():
     e = Example(id="a", question="q", gold="1")
     with pytest.raises(Exception):
         e.gold = "2"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------ hub sources
+
+
+def test_hub_ids_configs_and_splits(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        if path == "openai/gsm8k":
+            return GSM8K_ROWS
+        if path == "HuggingFaceH4/MATH-500":
+            return [MATH500_ROW]
+        return [dict(HENDRYCKS_ROW, type=name)]  # one row per subject config
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert [e.gold for e in load_examples("gsm8k")] == ["7", "1000"]
+    assert calls == [("openai/gsm8k", "main", "test")]
+    calls.clear()
+    assert load_examples("math500")[0].id == "test/algebra/0.json"
+    assert calls == [("HuggingFaceH4/MATH-500", None, "test")]
+    calls.clear()
+    full = load_examples("math")
+    assert [c[0] for c in calls] == ["EleutherAI/hendrycks_math"] * 7 and {c[2] for c in calls} == {"test"}
+    assert [e.subject for e in full][:2] == ["algebra", "counting_and_probability"] and len(full) == 7
+    calls.clear()
+    shots = load_fewshot("math500", 4)  # exemplars: MATH train split, first k rows
+    assert len(shots) == 4 and calls[0] == ("EleutherAI/hendrycks_math", "algebra", "train")
+
+
+def test_hub_failure_says_use_data_file(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(BenchmarkDataError, match="openai/gsm8k.*--data-file"):
+        load_examples("gsm8k")
