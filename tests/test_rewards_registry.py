@@ -198,3 +198,27 @@ def test_combine_validates_arguments():
         combine(["nope"])
     with pytest.raises(TypeError, match="not a reward function"):
         combine([3])
+
+
+# ----------------------------------------------------------------------------------- import weight
+def test_rewards_and_math_workers_do_not_import_trl_or_torch():
+    # The verifiers must stay light: a fresh interpreter builds and runs them without trl/torch,
+    # and the math worker processes (forked from a zygote, never from the caller) map no libtorch
+    # even when the calling process has imported torch.
+    code = textwrap.dedent("""
+        import sys
+        from trl_grpo_plus.rewards import get_verifier, _math_pool
+        v = get_verifier("math")
+        assert v(prompts=["p"], completions=["\\\\boxed{\\\\frac{2}{4}}"], answer=["0.5"]) == [1.0]
+        assert "trl" not in sys.modules and "torch" not in sys.modules, "trl/torch imported"
+        import torch  # the caller may have torch loaded; the workers must not inherit it
+        p2 = _math_pool.configure_pool(workers=1)
+        p2.start()
+        maps = open(f"/proc/{p2._workers[0].pid}/maps").read()
+        assert "libtorch" not in maps, "worker maps libtorch"
+        assert v(prompts=["p"], completions=["\\\\boxed{3}"], answer=["3.0"]) == [1.0]
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
