@@ -318,10 +318,26 @@ def _cleanup_uid(uid, jobdir, signal, select):
 
 
 def _run_job(payload, record, limits, result_fd):
-    """Runs in the process that executes user code, after the privilege drop and the rlimits."""
+    """Runs in the process that executes user code, after the privilege drop and the rlimits.
+
+    Everything the harness calls once user code has run is bound to a local first, so rebinding
+    ``builtins.exec``/``enumerate``/``BaseException``, ``sys.settrace`` or this module's functions
+    changes nothing. Each test (and the setup code) runs with a fresh copy of the builtins as they
+    were before the program ran, so a program that patches ``builtins.abs`` or ``len`` does not change
+    what a test computes. A trace or profile function the program installs is removed after the
+    program and after every test, before the result is recorded.
+    """
+    import builtins
     import time
 
     monotonic = time.monotonic
+    run, build, count = exec, compile, len
+    catch = BaseException
+    describe = _describe
+    settrace, setprofile = sys.settrace, sys.setprofile
+    pristine = dict(builtins.__dict__)
+    tests = tuple(payload["tests"])
+    setup = payload.get("setup") or ""
     record("hello", 0, True, 0.0, "uid=%d" % os.getuid())
     mode = payload["mode"]
     program = payload["program"]
@@ -330,25 +346,41 @@ def _run_job(payload, record, limits, result_fd):
         return
 
     # ---- assert mode: program, then setup, then one record per test ----
-    glb = {"__name__": "solution", "__builtins__": __builtins__}
+    glb = {"__name__": "solution", "__builtins__": builtins}
     t0 = monotonic()
     try:
-        exec(compile(program, "<solution>", "exec"), glb)
-        if payload.get("setup"):
-            exec(compile(payload["setup"], "<test_setup>", "exec"), glb)
-    except BaseException as exc:  # SystemExit too: exiting early is a failure, not a pass
-        record("loaded", 0, False, monotonic() - t0, _describe(exc))
+        run(build(program, "<solution>", "exec"), glb)
+        settrace(None)
+        setprofile(None)
+        if setup:
+            glb["__builtins__"] = dict(pristine)
+            run(build(setup, "<test_setup>", "exec"), glb)
+    except catch as exc:  # SystemExit too: exiting early is a failure, not a pass
+        detail = describe(exc)
+        settrace(None)
+        setprofile(None)
+        record("loaded", 0, False, monotonic() - t0, detail)
         record("done", 0, True, 0.0, "")
         return
+    settrace(None)
+    setprofile(None)
     record("loaded", 0, True, monotonic() - t0, "")
-    for i, test in enumerate(payload["tests"]):
+    i, n = 0, count(tests)
+    while i < n:
         t0 = monotonic()
+        glb["__builtins__"] = dict(pristine)
         try:
-            exec(compile(test, "<test %d>" % i, "exec"), glb)
-        except BaseException as exc:
-            record("test", i, False, monotonic() - t0, _describe(exc))
+            run(build(tests[i], "<test %d>" % i, "exec"), glb)
+        except catch as exc:
+            detail = describe(exc)
+            settrace(None)
+            setprofile(None)
+            record("test", i, False, monotonic() - t0, detail)
         else:
+            settrace(None)
+            setprofile(None)
             record("test", i, True, monotonic() - t0, "")
+        i += 1
     record("done", 0, True, 0.0, "")
 
 

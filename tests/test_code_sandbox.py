@@ -481,3 +481,38 @@ def test_falls_back_to_a_fresh_interpreter_when_the_fork_server_fails(isolated, 
     monkeypatch.setattr(sandbox, "_acquire_server", broken)
     rep = run_tests("def f():\n    return 3\n", ["assert f() == 3", "assert f() == 4"])
     assert started and [r.passed for r in rep.results] == [True, False] and rep.layer == isolated.layer
+
+
+@pytest.mark.parametrize("patch", [
+    "import builtins\nbuiltins.exec = lambda *a, **k: None",
+    "import builtins\nbuiltins.compile = lambda *a, **k: compile('pass', 'x', 'exec')",
+    "import builtins\nbuiltins.enumerate = lambda xs, *a: ((i, 'pass') for i in range(len(xs)))",
+    "import builtins\nbuiltins.BaseException = type('Never', (Exception,), {})",
+    "import builtins\nbuiltins.abs = lambda x: 0\nbuiltins.len = lambda x: 3",
+    "import sys\nsys.modules['__main__']._describe = lambda e: 'fine'",
+])
+def test_monkeypatching_the_harness_does_not_turn_a_failure_into_a_pass(isolated, patch):
+    program = patch + "\ndef f(xs):\n    return 0.5\n"
+    tests = ["assert abs(f([1]) - 1) < 1e-6", "assert len(f([1, 2, 3])) == 3", "assert f([]) == 1"]
+    rep = run_tests(program, tests)
+    assert rep.fraction == 0.0 and not rep.passed, rep
+
+
+def test_a_trace_function_cannot_flip_a_recorded_result(isolated):
+    # sys.settrace write-back of f_locals is how a tracer could set ok=True in a harness frame; the
+    # harness removes tracers after every test, before recording
+    program = (
+        "import sys\n"
+        "def tracer(frame, event, arg):\n"
+        "    if event == 'call':\n"
+        "        loc = frame.f_locals\n"
+        "        if 'ok' in loc:\n"
+        "            loc['ok'] = True\n"
+        "    return tracer\n"
+        "sys.settrace(tracer)\n"
+        "def f():\n"
+        "    sys.settrace(tracer)\n"
+        "    return 0\n"
+    )
+    rep = run_tests(program, ["assert f() == 1", "assert f() == 2"])
+    assert rep.fraction == 0.0 and [r.passed for r in rep.results] == [False, False]
