@@ -35,8 +35,10 @@ with a per-run HMAC key that reaches the harness through stdin (not argv, env or
 verifies every record; a bad signature marks the run ``tampered``.
 
 Not covered: CPU time stolen from the host by up to ``nproc`` busy processes until the wall clock
-ends the run; kernel exploits; a program that introspects the harness in its own interpreter
-(``gc``/frames/``ctypes``) to find the key; objects with a rigged ``__eq__`` in assert-style tests.
+ends the run; kernel exploits; in assert-style tests, a program that deliberately introspects the
+harness in its own interpreter (``gc``, frames, ``f_trace`` on harness frames, ``ctypes``) to find the
+key, objects with a rigged ``__eq__``, and patched attributes of modules the tests import.
+stdin/stdout cases are compared on the host and are not exposed to these.
 """
 
 from __future__ import annotations
