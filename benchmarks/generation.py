@@ -158,7 +158,7 @@ class HFBackend:
         device = getattr(self.model, "device", None) or next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in enc.items()}
         n = params.num_samples
-        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, num_return_sequences=n)
         else:

@@ -271,6 +271,7 @@ def evaluate(
     shard = pending[dist.rank :: dist.world]
 
     # ---- generation backend
+    saved_padding = None
     if backend == "hf":
         if isinstance(model, str):
             model_obj, tok = load_model_and_tokenizer(model, gguf_file=gguf_file, dtype=dtype,
@@ -279,6 +280,7 @@ def evaluate(
             if tokenizer is None:
                 raise BenchmarkDataError("evaluate(model=<model object>) also needs tokenizer=.")
             model_obj, tok = model, tokenizer
+            saved_padding = tokenizer.padding_side
         gen = HFBackend(model_obj, tok, batch_size=batch_size)
     else:
         tok = tokenizer
@@ -327,12 +329,23 @@ def evaluate(
             bar.set_postfix(acc=f"{correct_so_far[0] / max(1, correct_so_far[1]):.3f}",
                             tok_s=f"{gen.stats.tokens_per_second:.0f}")
 
+    # a model handed in by the caller (e.g. mid-training) goes back to its mode and padding side
+    hf_model = getattr(gen, "model", None)
+    was_training = bool(getattr(hf_model, "training", False))
     t0 = time.perf_counter()
-    if shard:
-        gen.generate(prompts, params, on_batch=on_batch)
+    try:
+        if hf_model is not None:
+            hf_model.eval()
+        if shard:
+            gen.generate(prompts, params, on_batch=on_batch)
+    finally:
+        if was_training:
+            hf_model.train()
+        if saved_padding is not None:
+            tok.padding_side = saved_padding
+        if bar is not None:
+            bar.close()
     wall = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
 
     # ---- gather
     gathered = dist.gather(new_rows)

@@ -181,3 +181,15 @@ def test_two_processes_shard_and_gather(tiny_model_dir, tmp_path):
     assert summary["throughput"]["processes"] == 2
     assert summary["throughput"]["problems_generated_this_run"] == n
     assert summary["num_problems"] == n
+
+
+def test_model_object_gets_its_mode_and_padding_side_back(tiny):
+    model, tok = tiny
+    model.train()
+    tok.padding_side = "right"
+    try:
+        evaluate("gsm8k", model, tok, rows=toy_gsm8k_rows(2), max_new_tokens=3, progress=False)
+        assert model.training and tok.padding_side == "right"
+    finally:
+        model.eval()
+        tok.padding_side = "left"
