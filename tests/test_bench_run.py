@@ -124,7 +124,7 @@ def test_repair_results_cuts_torn_tail(tmp_path):
 def _cli(model_dir, data, out, limit, extra=()):
     return [sys.executable, "-m", "trl_grpo_plus.cli", "eval", "gsm8k", "--model", model_dir, "--backend", "hf",
             "--prompt", "chat", "--num-samples", "1", "--temperature", "0", "--limit", str(limit), "--data-file", data,
-            "--output", out, "--batch-size", "1", "--max-new-tokens", "48", "--no-progress", *extra]
+            "--output", out, "--batch-size", "1", "--max-new-tokens", "32", "--no-progress", *extra]
 
 
 def _env():
@@ -135,7 +135,7 @@ def _env():
 
 def test_sigkill_then_resume_gives_every_id_exactly_once(tiny_model_dir, tmp_path):
     data = tmp_path / "toy.jsonl"
-    n = 30
+    n = 24
     data.write_text("".join(json.dumps(r) + "\n" for r in toy_gsm8k_rows(n)))
     out = tmp_path / "out"
     results = out / "results.jsonl"
@@ -147,7 +147,7 @@ def test_sigkill_then_resume_gives_every_id_exactly_once(tiny_model_dir, tmp_pat
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = len(read_results(str(results)))
@@ -193,3 +193,13 @@ def test_model_object_gets_its_mode_and_padding_side_back(tiny):
     finally:
         model.eval()
         tok.padding_side = "left"
+
+
+def test_fewshot_preset_end_to_end(tiny, tmp_path):
+    model, tok = tiny
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text("".join(json.dumps(r) + "\n" for r in toy_gsm8k_rows(10)[5:]))
+    s = evaluate("gsm8k", model, tok, rows=toy_gsm8k_rows(3), prompt="fewshot", fewshot_file=str(shots), num_fewshot=2,
+                 max_new_tokens=4, progress=False, return_rows=True)
+    assert s["config"]["num_fewshot"] == 2 and s["config"]["stop"] == ["\nQ:", "\n\n\n"]
+    assert all("\nQ:" not in r["completions"][0] for r in s["rows"])
