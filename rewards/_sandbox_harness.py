@@ -336,6 +336,9 @@ def _run_job(payload, record, limits, result_fd):
     describe = _describe
     settrace, setprofile = sys.settrace, sys.setprofile
     pristine = dict(builtins.__dict__)
+    guard_name = payload.get("guard")
+    if guard_name:
+        pristine[guard_name] = _eq_guard(sys.base_prefix, sys.prefix)
     tests = tuple(payload["tests"])
     setup = payload.get("setup") or ""
     record("hello", 0, True, 0.0, "uid=%d" % os.getuid())
@@ -382,6 +385,76 @@ def _run_job(payload, record, limits, result_fd):
             record("test", i, True, monotonic() - t0, "")
         i += 1
     record("done", 0, True, 0.0, "")
+
+
+def _eq_guard(*trusted_prefixes):
+    """The comparison the host rewrote the tests' ``==``, ``!=``, ``in``, ``not in`` into.
+
+    It raises AssertionError (the test fails) when either operand, or an element of a plain
+    container operand (3 levels, 1000 elements each), has an ``__eq__``/``__ne__`` written in Python
+    outside the Python install and outside the tests, i.e. by the program: the always-equal hack
+    ``class A: __eq__ = lambda *a: True``. Types are read through ``type`` itself, so a
+    metaclass cannot hide them. Not covered: a program that compiles its class under a fake file
+    name inside the install prefix.
+    """
+    type_dict = type.__dict__["__dict__"].__get__
+    type_mro = type.__dict__["__mro__"].__get__
+    kind = type
+    str_ = str
+    plain = (list, tuple, set, frozenset)
+    trusted = tuple(p for p in trusted_prefixes if p)
+    cmp_ops = (
+        lambda a, b: a == b,
+        lambda a, b: a != b,
+        lambda a, b: a in b,
+        lambda a, b: a not in b,
+    )
+
+    def from_program(fn):
+        fn = getattr(fn, "__func__", fn)
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return False  # a C slot: int.__eq__, list.__eq__, ...
+        name = code.co_filename
+        if kind(name) is not str_:
+            return True
+        if name.startswith("<test") or (name.startswith("/") and name.startswith(trusted)):
+            return False
+        return True
+
+    def rigged(x, depth):
+        t = kind(x)
+        for c in type_mro(t):
+            d = type_dict(c)
+            for name in ("__eq__", "__ne__"):
+                fn = d.get(name)
+                if fn is not None and from_program(fn):
+                    return True
+        if depth >= 3:
+            return False
+        if t is dict:
+            n = 0
+            for k, v in x.items():
+                n += 1
+                if n > 1000 or rigged(k, depth + 1) or rigged(v, depth + 1):
+                    return n <= 1000
+            return False
+        if t in plain:
+            n = 0
+            for e in x:
+                n += 1
+                if n > 1000:
+                    return False
+                if rigged(e, depth + 1):
+                    return True
+        return False
+
+    def guard(a, b, op):
+        if rigged(a, 0) or rigged(b, 0):
+            raise AssertionError("a compared value has an __eq__/__ne__ defined by the program")
+        return cmp_ops[op](a, b)
+
+    return guard
 
 
 def _describe(exc):

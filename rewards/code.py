@@ -44,12 +44,13 @@ def extract_program(text: str) -> str:
 class CodeVerifier(Verifier):
     """TRL reward function over the sandbox. Options: ``tests_column`` (default ``"tests"``),
     ``binary``, ``timeout_s``, ``memory_mb``, ``workers`` (default: CPU cores), ``float_tol``,
-    ``isolation`` (``auto``/``bwrap``/``unshare``/``none``), ``allow_unsafe``, ``progress``."""
+    ``isolation`` (``auto``/``bwrap``/``unshare``/``none``), ``allow_unsafe``, ``progress``,
+    ``eq_guard`` (fail comparisons with a program-defined ``__eq__``; see :func:`run_tests`)."""
 
     def __init__(self, *, tests_column: str = "tests", binary: bool = False, timeout_s: float = 5.0,
                  memory_mb: int = 1024, workers: int | None = None, float_tol: float | None = None,
                  isolation: str = "auto", allow_unsafe: bool = False, progress: bool | None = None,
-                 name: str | None = None):
+                 eq_guard: bool = True, name: str | None = None):
         super().__init__(name=name)
         self.tests_column = tests_column
         self.binary = binary
@@ -60,6 +61,7 @@ class CodeVerifier(Verifier):
         self.isolation = isolation
         self.allow_unsafe = allow_unsafe
         self.progress = progress
+        self.eq_guard = eq_guard
 
     def job(self, completion: str, row: dict) -> dict | None:
         """Arguments of one :func:`run_tests` call for a completion and its dataset row, or None."""
@@ -81,7 +83,7 @@ class CodeVerifier(Verifier):
             program = prompt + program
         return dict(program=program, tests=tests, entry_point=entry_point, setup_code=setup,
                     timeout_s=self.timeout_s, memory_mb=self.memory_mb, float_tol=self.float_tol,
-                    isolation=self.isolation, allow_unsafe=self.allow_unsafe)
+                    isolation=self.isolation, allow_unsafe=self.allow_unsafe, eq_guard=self.eq_guard)
 
     def score_report(self, report: TestReport) -> float | None:
         if report.status in ("sandbox_error", "no_tests"):

@@ -37,12 +37,14 @@ verifies every record; a bad signature marks the run ``tampered``.
 Not covered: CPU time stolen from the host by up to ``nproc`` busy processes until the wall clock
 ends the run; kernel exploits; in assert-style tests, a program that deliberately introspects the
 harness in its own interpreter (``gc``, frames, ``f_trace`` on harness frames, ``ctypes``) to find the
-key, objects with a rigged ``__eq__``, and patched attributes of modules the tests import.
+key, a rigged ``__eq__`` the eq guard cannot see (see ``docs/sandbox.md``), and patched attributes
+of modules the tests import.
 stdin/stdout cases are compared on the host and are not exposed to these.
 """
 
 from __future__ import annotations
 
+import ast
 import atexit
 import functools
 import hmac
@@ -399,13 +401,18 @@ def run_tests(program: str, tests, *, timeout_s: float = 5.0, memory_mb: int = 1
               entry_point: str | None = None, setup_code: str = "", float_tol: float | None = None,
               isolation: str = "auto", allow_unsafe: bool = False, nproc: int = 32,
               fsize_mb: int = 16, tmp_mb: int = 64, output_bytes: int = 1 << 20,
-              fresh_process: bool = False) -> TestReport:
+              fresh_process: bool = False, eq_guard: bool = True) -> TestReport:
     """Run ``program`` against ``tests`` in the sandbox and report which tests passed.
 
     As root (bwrap or unshare layer) the program runs in a fork of a pristine sandboxed
     interpreter (a fork server that never runs user code, one per concurrent worker), which saves
     the ~25-50 ms interpreter start-up; ``fresh_process=True`` starts a new ``python -I`` (inside
     a new sandbox) for this program instead. Non-root hosts always start a new one.
+
+    ``eq_guard`` (assert-style tests): the host rewrites each test's ``==``, ``!=``, ``in`` and
+    ``not in`` into a guarded comparison that fails the test when an operand has an ``__eq__`` or
+    ``__ne__`` the program wrote (the always-equal hack). Turn it off for tests that legitimately
+    compare instances of classes the program defines.
 
     ``timeout_s`` is the wall-clock budget of the whole run (program load plus every test);
     ``RLIMIT_CPU`` is ``ceil(timeout_s) + 1``. ``memory_mb`` is ``RLIMIT_AS``. ``fraction`` =
@@ -426,7 +433,8 @@ def run_tests(program: str, tests, *, timeout_s: float = 5.0, memory_mb: int = 1
     if not fresh_process and iso.layer in ("bwrap", "unshare") and os.geteuid() == 0:
         runner = _run_forkserver
     return runner(iso, program, items, mode, float_tol, timeout_s=float(timeout_s), memory_mb=memory_mb,
-                  setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb, output_bytes=output_bytes)
+                  setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb, output_bytes=output_bytes,
+                  eq_guard=eq_guard)
 
 
 def run_many(jobs, *, workers: int | None = None, progress: bool | None = None, desc: str = "sandbox",
@@ -460,7 +468,7 @@ def run_many(jobs, *, workers: int | None = None, progress: bool | None = None, 
 
 
 def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_mb, setup_code="",
-         nproc=32, fsize_mb=16, tmp_mb=64, output_bytes=1 << 20) -> TestReport:
+         nproc=32, fsize_mb=16, tmp_mb=64, output_bytes=1 << 20, eq_guard=True) -> TestReport:
     start = time.monotonic()
     key = secrets.token_bytes(32)
     root = os.geteuid() == 0
@@ -484,9 +492,10 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
             os.chown(workdir, uid, uid)
         limits["chdir"] = workdir
         cmd = (_unshare_command(root) if iso.layer == "unshare" else []) + python
+    guard = _guard_name() if eq_guard else None
     r_fd, w_fd = os.pipe()
     payload = {"key": key, "result_fd": w_fd, "sys_path": _site_dirs(), "mode": mode, "program": program, "setup": setup_code, "limits": limits,
-               "tests": [t if mode == "assert" else t[0] for t in items]}
+               "tests": _sandbox_tests(items, mode, guard), "guard": guard}
     data = marshal.dumps(payload)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -508,6 +517,49 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
             shutil.rmtree(workdir, ignore_errors=True)
     return _report(iso, key, items, mode, float_tol, out, err, res, timed_out, proc.returncode,
                    time.monotonic() - start)
+
+
+def _guard_name() -> str:
+    return "__trl_eq_%s__" % secrets.token_hex(6)  # a per-run name the program does not know
+
+
+class _EqGuard(ast.NodeTransformer):
+    """``a == b`` / ``!=`` / ``in`` / ``not in`` -> ``<guard>(a, b, op)``: the harness's guard fails the
+    test when either side carries an ``__eq__``/``__ne__`` defined by the program (the always-equal
+    hack), then compares as Python would."""
+
+    OPS = {ast.Eq: 0, ast.NotEq: 1, ast.In: 2, ast.NotIn: 3}
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        if len(node.ops) != 1 or type(node.ops[0]) not in self.OPS:
+            return node
+        call = ast.Call(func=ast.Name(self.name, ast.Load()),
+                        args=[node.left, node.comparators[0], ast.Constant(self.OPS[type(node.ops[0])])],
+                        keywords=[])
+        return ast.copy_location(call, node)
+
+
+@functools.lru_cache(maxsize=4096)
+def _guard_template(test: str) -> str:
+    """The test with its comparisons routed through a placeholder guard name (cached per test text)."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return test  # it fails the same way inside the sandbox
+    tree = ast.fix_missing_locations(_EqGuard("__TRL_EQ_GUARD__").visit(tree))
+    return ast.unparse(tree)
+
+
+def _sandbox_tests(items, mode: str, guard: str | None) -> list[str]:
+    if mode != "assert":
+        return [t[0] for t in items]
+    if guard is None:
+        return list(items)
+    return [_guard_template(t).replace("__TRL_EQ_GUARD__", guard) for t in items]
 
 
 def _job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, uid):
@@ -622,13 +674,14 @@ atexit.register(shutdown_servers)
 
 
 def _run_forkserver(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_mb, setup_code="",
-                    nproc=32, fsize_mb=16, tmp_mb=64, output_bytes=1 << 20) -> TestReport:
+                    nproc=32, fsize_mb=16, tmp_mb=64, output_bytes=1 << 20, eq_guard=True) -> TestReport:
     start = time.monotonic()
     key = secrets.token_bytes(32)
     limits = _job_limits(timeout_s=timeout_s, memory_mb=memory_mb, nproc=nproc, fsize_mb=fsize_mb,
                          output_bytes=output_bytes, uid=_UID_BASE + secrets.randbelow(1_000_000))
+    guard = _guard_name() if eq_guard else None
     job = {"key": key, "mode": mode, "program": program, "setup": setup_code, "limits": limits,
-           "env": dict(_CLEAN_ENV), "tests": [t if mode == "assert" else t[0] for t in items]}
+           "env": dict(_CLEAN_ENV), "tests": _sandbox_tests(items, mode, guard), "guard": guard}
     for attempt in range(2):
         try:
             server = _acquire_server(iso, tmp_mb)
@@ -639,7 +692,7 @@ def _run_forkserver(iso: Isolation, program, items, mode, float_tol, *, timeout_
                                "interpreter per program instead", iso.layer, exc)
             return _run(iso, program, items, mode, float_tol, timeout_s=timeout_s, memory_mb=memory_mb,
                         setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb,
-                        output_bytes=output_bytes)
+                        output_bytes=output_bytes, eq_guard=eq_guard)
         try:
             reply = server.run(job, deadline=start + timeout_s + 5.0)
         except TimeoutError:

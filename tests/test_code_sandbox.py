@@ -516,3 +516,46 @@ def test_a_trace_function_cannot_flip_a_recorded_result(isolated):
     )
     rep = run_tests(program, ["assert f() == 1", "assert f() == 2"])
     assert rep.fraction == 0.0 and [r.passed for r in rep.results] == [False, False]
+
+
+ALWAYS_EQUAL = (
+    "class AlwaysEqual:\n"
+    "    def __eq__(self, other):\n"
+    "        return True\n"
+    "    def __ne__(self, other):\n"
+    "        return False\n"
+    "class Sneaky(int):\n"
+    "    __eq__ = lambda self, other: True\n"
+    "    __hash__ = int.__hash__\n"
+)
+
+
+@pytest.mark.parametrize("body, test", [
+    ("return AlwaysEqual()", "assert f(1) == 42"),                   # the always-equal hack
+    ("return AlwaysEqual()", "assert not (f(1) != 42)"),
+    ("return Sneaky(0)", "assert f(1) == 42"),                       # an int subclass with a rigged __eq__
+    ("return [AlwaysEqual()]", "assert f(1) == [42]"),               # hidden inside a list
+    ("return {'k': (AlwaysEqual(),)}", "assert f(1) == {'k': (42,)}"),
+    ("return AlwaysEqual()", "assert f(1) in [42, 43]"),             # `in` compares with __eq__ too
+    ("return AlwaysEqual()", "def check(candidate):\n    assert candidate(1) == 42\ncheck(f)"),
+])
+def test_always_equal_objects_do_not_pass(isolated, body, test):
+    rep = run_tests(ALWAYS_EQUAL + f"def f(x):\n    {body}\n", [test])
+    assert not rep.passed and "__eq__" in rep.results[0].error
+
+
+def test_eq_guard_keeps_honest_comparisons_and_can_be_turned_off(isolated):
+    program = (
+        "from dataclasses import dataclass\n"
+        "from collections import Counter\n"
+        "@dataclass\nclass P:\n    x: int\n"
+        "def f(x):\n    return [x, x + 1]\n"
+        "def g(x):\n    return Counter('aab')\n"
+        "def h(x):\n    return P(x)\n"
+    )
+    tests = ["assert f(1) == [1, 2] and f(1) != [2]", "assert g(0) == {'a': 2, 'b': 1}", "assert 2 in f(1)",
+             "assert h(1) == P(1)"]
+    rep = run_tests(program, tests)
+    # stdlib classes (Counter) compare as usual; a class the program wrote does not, unless asked
+    assert [r.passed for r in rep.results] == [True, True, True, False]
+    assert run_tests(program, tests, eq_guard=False).passed
