@@ -474,11 +474,11 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
     root = os.geteuid() == 0
     uid = _UID_BASE + secrets.randbelow(1_000_000) if root else None
     workdir = None
-    limits = {"cpu_s": math.ceil(timeout_s) + 1, "memory_mb": memory_mb, "fsize_mb": fsize_mb, "nofile": 64,
-              "nproc": nproc if (root or iso.layer != "none") else 0, "uid": uid, "wall_s": timeout_s,
-              "case_output_bytes": output_bytes, "tmp_mb": tmp_mb}
+    # NPROC counts per user: without a namespace or a private uid it would count the caller's processes
+    limits = _job_limits(timeout_s=timeout_s, memory_mb=memory_mb, fsize_mb=fsize_mb, output_bytes=output_bytes,
+                         nproc=nproc if (root or iso.layer != "none") else 0, uid=uid)
+    limits.update(tmp_mb=tmp_mb, nnp=iso.layer == "unshare")  # bwrap sets no_new_privs itself
     python = [sys.executable, "-I", "-S", "-c", _HARNESS_SOURCE]
-    limits["nnp"] = iso.layer == "unshare"  # bwrap sets no_new_privs itself
     if iso.layer == "bwrap":
         cmd = [*_bwrap_prefix(iso.executable, root, tmp_mb), *python]
     elif iso.layer == "unshare" and root:
@@ -494,8 +494,8 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
         cmd = (_unshare_command(root) if iso.layer == "unshare" else []) + python
     guard = _guard_name() if eq_guard else None
     r_fd, w_fd = os.pipe()
-    payload = {"key": key, "result_fd": w_fd, "sys_path": _site_dirs(), "mode": mode, "program": program, "setup": setup_code, "limits": limits,
-               "tests": _sandbox_tests(items, mode, guard), "guard": guard}
+    payload = {"key": key, "result_fd": w_fd, "sys_path": _site_dirs(), "mode": mode, "program": program,
+               "setup": setup_code, "limits": limits, "tests": _sandbox_tests(items, mode, guard), "guard": guard}
     data = marshal.dumps(payload)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
