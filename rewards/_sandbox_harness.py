@@ -1,24 +1,30 @@
-"""The harness that runs INSIDE the sandbox, started as ``python -I -c <this file's source>``.
+"""The harness that runs INSIDE the sandbox, started as ``python -I -S -c <this file's source>``.
 
 It is plain stdlib code with no imports from this package, because the sandbox cannot see the
-repository. The host starts it with:
+repository. Two modes:
 
-- fd 0: a pipe carrying one ``marshal`` payload (key, program, tests, limits), read to EOF and then
-  replaced by /dev/null, so user code never sees the payload;
-- fd 1 / fd 2: pipes the host reads into capped tails;
-- fd N (``result_fd`` in the payload): the result channel, a pipe the host opened before this process started.
+one-shot (``_main``)
+    fd 0 carries one ``marshal`` payload (key, program, tests, limits), read to EOF and then
+    replaced by /dev/null, so user code never sees it; fd 1 / fd 2 are pipes the host reads into
+    capped tails; fd N (``result_fd`` in the payload) is the result channel, a pipe the host opened
+    before this process started.
+fork server (``_serve``, argv ``serve``; the host is root)
+    a pristine interpreter that reads framed jobs on stdin and forks one child per job (see
+    :func:`_serve`); the child gets the same three channels as fds 1, 2 and 3.
 
-Order of events, all before any user code runs: read the payload, lower the rlimits, drop to the
-unprivileged uid when started as root (and mount private tmpfs dirs when in the ``unshare``
-layer), mark the process non-dumpable, bind every function the harness needs to local names
-(HMAC over the C-level ``_sha256``, ``os.write``), send a signed ``hello`` record. Then the program is
-executed, then each test, and after EACH test one record ``seq kind index ok seconds detail mac`` is
-written to the result fd. ``mac`` is HMAC-SHA256 over the other fields with the per-run key, so text a program
-prints, an early ``os._exit(0)``, or a test whose exception got swallowed by ``sys.exit`` cannot turn
-into a passing record.
+Before any user code runs: read the payload; (unshare layer) mount private tmpfs dirs; drop to the
+job's unprivileged uid when root (this also makes the process non-dumpable); enter the working dir;
+set no_new_privs/non-dumpable where that did not already happen; lower the rlimits; bind every
+function used later to a local (HMAC over the C-level ``_sha256``, ``os.write``, ``exec``, the
+builtins); send a signed ``hello`` record. Then the program runs, then each test, and after EACH
+test one record ``seq kind index ok seconds detail mac`` is written to the result fd. ``mac`` is
+HMAC-SHA256 over the other fields with the per-run key, so text a program prints, an early
+``os._exit(0)``, or a ``sys.exit`` inside a test cannot turn into a passing record.
 
-Not covered: a program that deliberately walks the interpreter's heap or frames (``gc``,
-``sys._getframe``, ``ctypes``) can find the key, since it shares the process with the harness.
+Not covered: in assert-style tests, a program that deliberately walks the interpreter's heap or
+frames (``gc``, ``sys._getframe``, ``f_trace``, ``ctypes``) can find the key or steer the harness,
+since it shares the process with it. stdin/stdout cases run the program in a forked child without
+the result channel, and the host compares the output.
 """
 
 import os
@@ -167,13 +173,13 @@ def _serve():
     reply({"ready": True})
     monotonic = time.monotonic
     tail = int(setup.get("tail_bytes", 4096))
-    res_cap = int(setup.get("result_cap", 16 << 20))
     n = 0
     while True:
         job = marshal.loads(read_exact(struct.unpack(">Q", read_exact(8))[0]))
         n += 1
         limits = job["limits"]
         uid = limits["uid"]
+        res_cap = int(limits["result_cap"])
         jobdir = "/tmp/job%d" % n
         os.mkdir(jobdir, 0o700)
         os.chown(jobdir, uid, uid)
@@ -566,7 +572,7 @@ def _run_io(payload, program, record, monotonic, limits, result_fd):
                 if monotonic() >= deadline:
                     timed_out = True
                     os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+                    _, status = os.waitpid(pid, 0)
                     break
                 select.select([], [], [], 0.002)
         else:

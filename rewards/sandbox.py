@@ -476,7 +476,7 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
     workdir = None
     # NPROC counts per user: without a namespace or a private uid it would count the caller's processes
     limits = _job_limits(timeout_s=timeout_s, memory_mb=memory_mb, fsize_mb=fsize_mb, output_bytes=output_bytes,
-                         nproc=nproc if (root or iso.layer != "none") else 0, uid=uid)
+                         nproc=nproc if (root or iso.layer != "none") else 0, uid=uid, n_items=len(items))
     limits.update(tmp_mb=tmp_mb, nnp=iso.layer == "unshare")  # bwrap sets no_new_privs itself
     python = [sys.executable, "-I", "-S", "-c", _HARNESS_SOURCE]
     if iso.layer == "bwrap":
@@ -509,7 +509,8 @@ def _run(iso: Isolation, program, items, mode, float_tol, *, timeout_s, memory_m
         return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc), layer=iso.layer)
     os.close(w_fd)
     try:
-        out, err, res, timed_out = _pump(proc, data, r_fd, deadline=start + timeout_s + 1.0)
+        out, err, res, timed_out = _pump(proc, data, r_fd, deadline=start + timeout_s + 1.0,
+                                         result_cap=limits["result_cap"])
     finally:
         os.close(r_fd)
         _reap(proc, uid if iso.layer == "none" else None)
@@ -562,9 +563,12 @@ def _sandbox_tests(items, mode: str, guard: str | None) -> list[str]:
     return [_guard_template(t).replace("__TRL_EQ_GUARD__", guard) for t in items]
 
 
-def _job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, uid):
+def _job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, uid, n_items):
+    # the result channel carries each stdin/stdout case's output as hex: room for all of them
+    result_cap = _RESULT_CAP + 2 * output_bytes * n_items + n_items * 256
     return {"cpu_s": math.ceil(timeout_s) + 1, "memory_mb": memory_mb, "fsize_mb": fsize_mb, "nofile": 64,
-            "nproc": nproc, "uid": uid, "wall_s": timeout_s, "case_output_bytes": output_bytes}
+            "nproc": nproc, "uid": uid, "wall_s": timeout_s, "case_output_bytes": output_bytes,
+            "result_cap": result_cap}
 
 
 class _ForkServer:
@@ -583,7 +587,7 @@ class _ForkServer:
         os.set_blocking(self.proc.stderr.fileno(), False)
         setup = {"sys_path": _site_dirs(), "private_tmp": iso.layer == "unshare", "tmp_mb": tmp_mb,
                  "expose": _hidden_python_paths() if iso.layer == "unshare" else [],
-                 "tail_bytes": _TAIL_BYTES, "result_cap": _RESULT_CAP}
+                 "tail_bytes": _TAIL_BYTES}
         try:
             self._send(setup)
             if self._recv(time.monotonic() + 30) != {"ready": True}:
@@ -678,7 +682,8 @@ def _run_forkserver(iso: Isolation, program, items, mode, float_tol, *, timeout_
     start = time.monotonic()
     key = secrets.token_bytes(32)
     limits = _job_limits(timeout_s=timeout_s, memory_mb=memory_mb, nproc=nproc, fsize_mb=fsize_mb,
-                         output_bytes=output_bytes, uid=_UID_BASE + secrets.randbelow(1_000_000))
+                         output_bytes=output_bytes, uid=_UID_BASE + secrets.randbelow(1_000_000),
+                         n_items=len(items))
     guard = _guard_name() if eq_guard else None
     job = {"key": key, "mode": mode, "program": program, "setup": setup_code, "limits": limits,
            "env": dict(_CLEAN_ENV), "tests": _sandbox_tests(items, mode, guard), "guard": guard}
@@ -709,7 +714,7 @@ def _run_forkserver(iso: Isolation, program, items, mode, float_tol, *, timeout_
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _pump(proc, data: bytes, r_fd: int, *, deadline: float):
+def _pump(proc, data: bytes, r_fd: int, *, deadline: float, result_cap: int = _RESULT_CAP):
     """Feed stdin, read stdout/stderr into capped tails and the result channel, until the harness
     process exits or the deadline passes (then the whole session is SIGKILLed)."""
     tails = {"out": bytearray(), "err": bytearray()}
@@ -755,7 +760,7 @@ def _pump(proc, data: bytes, r_fd: int, *, deadline: float):
                     continue
                 if name == "res":
                     res += chunk
-                    if len(res) > _RESULT_CAP:
+                    if len(res) > result_cap:
                         timed_out = True  # flooding the result channel; stop here
                         return bytes(tails["out"]), bytes(tails["err"]), bytes(res), timed_out
                 else:

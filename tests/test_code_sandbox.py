@@ -559,3 +559,11 @@ def test_eq_guard_keeps_honest_comparisons_and_can_be_turned_off(isolated):
     # stdlib classes (Counter) compare as usual; a class the program wrote does not, unless asked
     assert [r.passed for r in rep.results] == [True, True, True, False]
     assert run_tests(program, tests, eq_guard=False).passed
+
+
+def test_many_large_stdin_stdout_outputs_are_not_mistaken_for_a_flood(isolated):
+    # 12 cases x 1 MB of output travel as hex in signed records: 24 MB, above the base 16 MB cap
+    n = 1_000_000
+    cases = [{"input": f"{i}\n", "output": str(i % 10) * n} for i in range(12)]
+    rep = run_tests(f"d = input().strip()[-1]\nprint(d * {n})\n", cases, timeout_s=20)
+    assert rep.passed and rep.status == "passed", (rep.status, rep.stderr_tail)
