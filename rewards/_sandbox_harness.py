@@ -615,9 +615,13 @@ def _private_mounts(tmp_mb, expose, tmp_mode):
     for target in ("/tmp", "/var/tmp", "/dev/shm"):
         if os.path.isdir(target):
             mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=%o" % (tmp_mb, tmp_mode)).encode())
-    for hide, path in expose:
-        fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
-        mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
+    # open every path before hiding anything: two paths may sit under the same hidden dir
+    fds = [(hide, path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for hide, path in expose]
+    hidden = set()
+    for hide, path, fd in fds:
+        if hide not in hidden:
+            hidden.add(hide)
+            mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
         os.makedirs(path, mode=0o755, exist_ok=True)
         mount(("/proc/self/fd/%d" % fd).encode(), path, None, ms_bind | ms_rec, None)
         mount(None, path, None, ms_remount | ms_bind | ms_rdonly, None)
