@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from trl_grpo_plus.demo_task import addition_rows, split_seeds, worked_solution
-from trl_grpo_plus.tiny import build_model, build_tokenizer
+from trl_grpo_plus.demo_task import addition_rows, chat_prompt, split_seeds, worked_solution
+from trl_grpo_plus.tiny import DEFAULT_CORPUS, build_model, build_tokenizer
 
 
 def parse_args(argv=None):
@@ -37,8 +37,9 @@ def parse_args(argv=None):
 def encode_batch(tokenizer, rows):
     """Left-padded prompt+completion ids, with labels only on the completion (and its EOS)."""
     eos = tokenizer.eos_token
-    prompts = [tokenizer(r["prompt"]).input_ids for r in rows]
-    full = [tokenizer(r["prompt"] + worked_solution(r["a"], r["b"]) + eos).input_ids for r in rows]
+    texts = [chat_prompt(tokenizer, r["question"]) for r in rows]
+    prompts = [tokenizer(t).input_ids for t in texts]
+    full = [tokenizer(t + worked_solution(r["a"], r["b"]) + eos).input_ids for t, r in zip(texts, rows)]
     width = max(map(len, full))
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100)
@@ -54,7 +55,7 @@ def encode_batch(tokenizer, rows):
 @torch.no_grad()
 def greedy_accuracy(model, tokenizer, rows, max_new_tokens=40) -> float:
     model.eval()
-    enc = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True)
+    enc = tokenizer([chat_prompt(tokenizer, r["question"]) for r in rows], return_tensors="pt", padding=True)
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
     texts = tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
     model.train()
@@ -66,8 +67,9 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     seeds = split_seeds()
     corpus_rows = addition_rows(2000, seed=seeds["warmup"] + 100)
-    corpus = [r["prompt"] + worked_solution(r["a"], r["b"]) for r in corpus_rows]
-    tokenizer = build_tokenizer(corpus, vocab_size=320)
+    tokenizer = build_tokenizer(DEFAULT_CORPUS, vocab_size=320)  # only to render the chat template
+    corpus = [chat_prompt(tokenizer, r["question"]) + worked_solution(r["a"], r["b"]) for r in corpus_rows]
+    tokenizer = build_tokenizer(corpus, vocab_size=384)
     model = build_model(tokenizer, hidden_size=args.hidden_size, layers=args.layers, heads=4, kv_heads=2,
                         intermediate_size=args.hidden_size * 2, seed=args.seed)
     train_rows = addition_rows(args.steps * args.batch_size, seed=seeds["warmup"])

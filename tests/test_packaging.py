@@ -28,6 +28,10 @@ def test_regular_install_has_no_top_level_rewards_or_benchmarks(tmp_path):
     assert not {"rewards", "benchmarks", "algos", "tests"} & top_level, top_level
     assert (target / "trl_grpo_plus" / "rewards" / "registry.py").is_file()
     assert (target / "trl_grpo_plus" / "benchmarks" / "speed" / "__init__.py").is_file()
+    # the demo model ships as package data (and stays small)
+    demo_model = target / "trl_grpo_plus" / "assets" / "demo-model"
+    assert (demo_model / "config.json").is_file() and (demo_model / "model.safetensors").is_file()
+    assert sum(f.stat().st_size for f in demo_model.iterdir()) <= 5 * 1024 * 1024
     # Import from the installed copy only (run from an empty dir so the repo is not on sys.path).
     code = ("import trl_grpo_plus.rewards as r, trl_grpo_plus.benchmarks as b, pathlib, sys;"
             f"assert pathlib.Path(r.__file__).is_relative_to({str(target)!r}), r.__file__;"

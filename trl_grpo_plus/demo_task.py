@@ -1,6 +1,7 @@
 """The demo's synthetic verifiable task: two-number addition answered inside ``<answer>`` tags.
 
-A row is ``{"prompt": "Add 47 and 38.\\n", "answer": "85"}``. The target completion, used only by the
+A row is ``{"question": "Add 47 and 38.", "answer": "85"}``. Prompts are the benchmark harness's ``chat``
+preset (``benchmarks.prompts.chat_messages``), so training and evaluation see the same text. The target completion, used only by the
 warm-up script (``scripts/make_demo_model.py``), writes the column sums from the units up, then the
 answer::
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-PROMPT_TEMPLATE = "Add {a} and {b}.\n"
+QUESTION_TEMPLATE = "Add {a} and {b}."
 
 
 def addition_rows(n: int, *, seed: int, low: int = 10, high: int = 99) -> list[dict]:
@@ -23,7 +24,7 @@ def addition_rows(n: int, *, seed: int, low: int = 10, high: int = 99) -> list[d
     rows = []
     for _ in range(n):
         a, b = rng.randint(low, high), rng.randint(low, high)
-        rows.append({"prompt": PROMPT_TEMPLATE.format(a=a, b=b), "answer": str(a + b), "a": a, "b": b})
+        rows.append({"question": QUESTION_TEMPLATE.format(a=a, b=b), "answer": str(a + b), "a": a, "b": b})
     return rows
 
 
@@ -44,3 +45,10 @@ def worked_solution(a: int, b: int) -> str:
 def split_seeds() -> dict[str, int]:
     """Fixed seeds so the warm-up, GRPO and held-out sets never share a generator stream."""
     return {"warmup": 1, "train": 2, "heldout": 3}
+
+
+def chat_prompt(tokenizer, question: str) -> str:
+    """The rendered ``chat`` preset prompt, exactly as the benchmark harness builds it."""
+    from .benchmarks.prompts import render_chat
+
+    return render_chat(question, tokenizer)
