@@ -24,7 +24,7 @@ from trl_grpo_plus.tiny import DEFAULT_CORPUS, build_model, build_tokenizer
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="trl_grpo_plus/assets/demo-model")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps of the warm-up")
+    p.add_argument("--steps", type=int, default=220, help="optimizer steps of the warm-up (the shipped model used 220)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hidden-size", type=int, default=96)
