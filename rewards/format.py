@@ -10,10 +10,10 @@ Modes (tag names are configurable: ``think_tag``, ``answer_tag``):
 * ``partial``: credit per tag: 0.25 for each of the four tags that appears exactly once, so a
   half-formatted completion earns part of the reward.
 
-The check is anchored on the whole string (``\\A``/``\\Z``, ``re.DOTALL``, never ``re.MULTILINE``).
-open-r1's pattern ``^<think>\\n.*?\\n</think>\\n<answer>\\n.*?\\n</answer>$`` is matched with
-``re.MULTILINE``, where ``$`` matches at any line end, so ``...</answer>\\nanything`` passes there;
-it fails here.
+The check works on tag positions in the whole string (no regex, linear time): "nothing after"
+means nothing but whitespace up to the very end of the completion. open-r1's pattern
+``^<think>\\n.*?\\n</think>\\n<answer>\\n.*?\\n</answer>$`` is matched with ``re.MULTILINE``,
+where ``$`` matches at any line end, so ``...</answer>\\nanything`` passes there; it fails here.
 
 ``prefix_think=True`` is for chat templates that already put the opening ``<think>`` in the prompt:
 the completion is then checked as if it started with it.
@@ -39,23 +39,27 @@ def _tags(think: str, answer: str):
 def format_score(text: str, mode: Mode = "strict", *, think_tag: str = "think",
                  answer_tag: str = "answer") -> float:
     """Format score of ``text`` in ``mode`` (see the module docstring)."""
+    if mode not in ("strict", "soft", "partial"):
+        raise ValueError(f"Unknown format mode {mode!r}; valid modes: 'strict', 'soft', 'partial'.")
     if not isinstance(text, str):
         return 0.0
-    t_open, t_close, a_open, a_close = _tags(think_tag, answer_tag)
-    counts = [text.count(tag) for tag in (t_open, t_close, a_open, a_close)]
+    tags = _tags(think_tag, answer_tag)
+    counts = [text.count(tag) for tag in tags]
     if mode == "partial":
         return 0.25 * sum(c == 1 for c in counts)
     if counts != [1, 1, 1, 1]:
         return 0.0
-    e = re.escape
+    t_open, t_close, a_open, a_close = (text.find(tag) for tag in tags)
+    if not t_open < t_close < a_open < a_close:
+        return 0.0
+    answer = text[a_open + len(tags[2]):a_close]
+    if not answer.strip():
+        return 0.0
     if mode == "strict":
-        pattern = rf"\A\s*{e(t_open)}(.*){e(t_close)}\s*{e(a_open)}(.*){e(a_close)}\s*\Z"
-    elif mode == "soft":
-        pattern = rf"\A.*{e(t_open)}(.*){e(t_close)}.*{e(a_open)}(.*){e(a_close)}.*\Z"
-    else:
-        raise ValueError(f"Unknown format mode {mode!r}; valid modes: 'strict', 'soft', 'partial'.")
-    m = re.match(pattern, text, re.DOTALL)
-    return 1.0 if m and m.group(2).strip() else 0.0
+        outside = (text[:t_open], text[t_close + len(tags[1]):a_open], text[a_close + len(tags[3]):])
+        if any(part.strip() for part in outside):
+            return 0.0
+    return 1.0
 
 
 @register_verifier("format")

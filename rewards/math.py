@@ -43,9 +43,10 @@ __all__ = ["MathVerifier", "extract_answer", "extract_boxed", "is_equivalent", "
 # Completions longer than this are only searched in their last part for anchors/numbers: the final
 # answer is at the end, and it bounds the regex work on a runaway (1 MB) completion.
 _TAIL_CHARS = 20_000
+# A longer "answer" is a runaway extraction, scored wrong without parsing it.
+MAX_ANSWER_CHARS = 4_000
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*", re.I)
 _THE_ANSWER_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
 _HASH_RE = re.compile(r"####\s*(.+)")
@@ -54,35 +55,64 @@ _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.S)  # an escape (\{ \} \\) or a brace
+
+
+def _matching_braces(text: str, start: int) -> dict[int, int]:
+    """``{open position: close position}`` for the balanced braces of ``text[start:]``, in one pass."""
+    stack, pairs = [], {}
+    for m in _BRACE_TOKEN_RE.finditer(text, start):
+        c = m.group(0)
+        if c == "{":
+            stack.append(m.start())
+        elif c == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
 def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (balanced braces) or ``\\boxed X``."""
-    for m in reversed(list(_BOX_RE.finditer(text))):
+    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (balanced braces) or ``\\boxed X``.
+
+    A box that is unbalanced or empty is skipped for the one before it. Linear time: braces are
+    matched in one pass, so a completion of 100,000 unclosed boxes costs no more than reading it.
+    """
+    boxes = list(_BOX_RE.finditer(text))
+    if not boxes:
+        return None
+    pairs = None
+    for m in reversed(boxes):
         i = m.end()
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                c = text[j]
-                if c == "\\":
-                    j += 2
-                    continue
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        content = text[i + 1:j].strip()
-                        if content:
-                            return content
-                        break
-                j += 1
+            if pairs is None:
+                pairs = _matching_braces(text, boxes[0].end())
+            close = pairs.get(i)
+            if close is not None:
+                content = text[i + 1:close].strip()
+                if content:
+                    return content
             continue  # unbalanced or empty: try an earlier box
         if i > m.end():  # "\boxed 5" : up to the next $ or whitespace
-            tail = re.match(r"[^\s$]+", text[i:])
+            tail = re.match(r"[^\s$]+", text[i:i + 1000])
             if tail:
                 return tail.group(0)
     return None
+
+
+def _answer_tags_from_last(text: str, limit: int = 16):
+    """Contents of ``<answer>...</answer>`` pairs, last first (found with rfind: linear time)."""
+    lower = text.lower()
+    end = len(lower)
+    for _ in range(limit):
+        close = lower.rfind("</answer>", 0, end)
+        if close < 0:
+            return
+        open_ = lower.rfind("<answer>", 0, close)
+        if open_ < 0:
+            return
+        yield text[open_ + len("<answer>"):close]
+        end = open_
 
 
 def _clean_sentence_answer(s: str) -> str | None:
@@ -112,8 +142,7 @@ def extract_answer(text, *, fallback_last_number: bool = True) -> str | None:
     if boxed:
         return boxed
     tail = text[-_TAIL_CHARS:]
-    tags = _ANSWER_TAG_RE.findall(tail)
-    for content in reversed(tags):
+    for content in _answer_tags_from_last(tail):
         ans = _clean_sentence_answer(content)
         if ans:
             return ans
@@ -150,7 +179,10 @@ def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0
         verdicts = [None] * len(preds)
         unique: dict[str, list[int]] = {}
         for pi, pred in enumerate(preds):
-            quick = quick_verdict(pred, gold)
+            try:
+                quick = quick_verdict(pred, gold)
+            except Exception:  # e.g. an integer too long for int(); let the worker decide
+                quick = None
             if quick is not None:
                 verdicts[pi] = quick
             else:
@@ -181,11 +213,14 @@ def _norm(s: str) -> str:
 
 def quick_verdict(pred: str, gold: str) -> bool | None:
     """A verdict that needs no parser, or None: equal normalised strings are equivalent; two plain
-    decimal numbers are compared exactly (``50`` != ``5``, ``72.0`` = ``72``)."""
+    decimal numbers are compared exactly (``50`` != ``5``, ``72.0`` = ``72``); a prediction longer
+    than ``MAX_ANSWER_CHARS`` is wrong."""
+    if len(pred) > MAX_ANSWER_CHARS:
+        return False  # not an answer: a runaway extraction (a 20,000-digit "number", a pasted log)
     g, p = _norm(gold), _norm(pred)
     if g and g == p:
         return True
-    if _PLAIN_NUMBER_RE.fullmatch(g) and _PLAIN_NUMBER_RE.fullmatch(p):
+    if _PLAIN_NUMBER_RE.fullmatch(g) and _PLAIN_NUMBER_RE.fullmatch(p) and max(len(g), len(p)) <= 4000:
         return Fraction(g) == Fraction(p)
     return None
 

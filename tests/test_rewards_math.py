@@ -233,6 +233,28 @@ def test_adversarial_answers_return_in_time(pool, name, pred):
     assert elapsed <= TIMEOUT_S + 0.2, f"{name}: {elapsed:.3f} s"
 
 
+RUNAWAY = [
+    "1," * 500_000,  # the last-number fallback reads a 1 MB "number"
+    "the answer is " + "a " * 500_000,
+    "\\boxed" * 150_000,
+    "\\boxed{" * 140_000,  # 140,000 unclosed boxes: brace matching must stay linear
+    "final answer is " * 60_000,
+    "<answer>" * 120_000 + "</answer>",
+    " " * 1_000_000 + "x",
+    "1" * 30_000,  # longer than int() converts by default
+]
+
+
+@pytest.mark.parametrize("text", RUNAWAY, ids=range(len(RUNAWAY)))
+def test_runaway_completions_are_scored_in_time(pool, text):
+    for name in ("math", "gsm8k", "format"):
+        v = get_verifier(name, **({"timeout_s": TIMEOUT_S} if name == "math" else {}))
+        start = time.monotonic()
+        scores = v(prompts=["p"], completions=[text], answer=["2"])
+        assert time.monotonic() - start <= TIMEOUT_S + 0.2, name
+        assert scores == [0.0] and v.stats["errors"] == 0, name
+
+
 def test_adversarial_gold_in_time_and_unparsable_gold_is_none(pool):
     v = get_verifier("math", timeout_s=TIMEOUT_S)
     start = time.monotonic()
