@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 BENCHMARK_NAMES = ("gsm8k", "math", "math500")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchmarkDataError, ValueError) as exc:
         print(f"trl-grpo-plus eval: error: {exc}", file=sys.stderr)
         return 2
-    if summary is not None:
+    if summary is not None and os.environ.get("RANK", "0") == "0":  # one line, from rank 0 only
         brief = {k: summary[k] for k in ("benchmark", "num_problems", "accuracy", "accuracy_ci95") if k in summary}
         brief["tokens_per_second"] = summary.get("throughput", {}).get("tokens_per_second")
         print(json.dumps(brief))
