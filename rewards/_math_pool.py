@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("_math_worker.py")
 # The parent kills a worker this long after the soft (in-worker) timer should have fired.
 HARD_KILL_GRACE_S = 0.1
+GOLD_TIMEOUT_S = 5.0  # the least time a gold parse gets (see MathPool.run)
 ZYGOTE_START_TIMEOUT_S = 120.0
 
 # Run the worker file by path, with neither the cwd nor rewards/ on sys.path: rewards/math.py and
@@ -55,7 +56,7 @@ def default_workers() -> int:
 
 
 class _Worker:
-    __slots__ = ("pid", "conn", "job", "expect", "deadline")
+    __slots__ = ("pid", "conn", "job", "expect", "deadline", "started")
 
     def __init__(self, pid: int, conn: Connection):
         self.pid = pid
@@ -63,6 +64,7 @@ class _Worker:
         self.job = None  # (group index, first item index, gold, preds)
         self.expect = -1  # -1: the gold answer is next; i >= 0: item i of the job is next
         self.deadline = 0.0
+        self.started = 0.0  # when the current item (or gold parse) began
 
     def kill(self) -> None:
         try:
@@ -96,7 +98,6 @@ class MathPool:
         self._zygote: subprocess.Popen | None = None
         self._ctl: socket.socket | None = None
         self._workers: list[_Worker] = []
-        self._timeout_s = 1.0
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -181,7 +182,11 @@ class MathPool:
                 self._zygote.kill()
 
     # ------------------------------------------------------------------------------------- run
-    def run(self, groups: list[tuple[str, list[str]]], timeout_s: float) -> list[tuple[object, list]]:
+    def run(self, groups: list[tuple[str, list[str]]], timeout_s: float,
+            gold_timeout_s: float | None = None) -> list[tuple[object, list]]:
+        """Score the groups; ``timeout_s`` bounds each prediction, ``gold_timeout_s`` (default
+        ``max(timeout_s, GOLD_TIMEOUT_S)``) each gold parse: golds are trusted data, and a cold parser
+        can need close to a second for a gold like ``\\left[ \\frac{\\pi^2}{8}, \\frac{5 \\pi^2}{4} \\right]``."""
         results = [[True, [None] * len(preds)] for _, preds in groups]
         if not groups:
             return [tuple(r) for r in results]
@@ -189,7 +194,8 @@ class MathPool:
             self._ensure_started()
             jobs = collections.deque(self._plan(groups))
             hard = timeout_s + HARD_KILL_GRACE_S
-            self._timeout_s = timeout_s
+            gold_s = max(timeout_s, GOLD_TIMEOUT_S) if gold_timeout_s is None else gold_timeout_s
+            hard_gold = gold_s + HARD_KILL_GRACE_S
             while jobs or any(w.job is not None for w in self._workers):
                 if not self._workers:
                     self._ensure_started()
@@ -197,12 +203,13 @@ class MathPool:
                     if w.job is None and jobs:
                         job = jobs.popleft()
                         try:
-                            w.conn.send(("group", job[2], job[3], timeout_s, self.soft_timeout))
+                            w.conn.send(("group", job[2], job[3], timeout_s, self.soft_timeout, gold_s))
                         except OSError:
                             jobs.appendleft(job)
                             self._replace(w)
                             continue
-                        w.job, w.expect, w.deadline = job, -1, time.monotonic() + hard
+                        w.job, w.expect, w.started = job, -1, time.monotonic()
+                        w.deadline = w.started + hard_gold
                 busy = [w for w in self._workers if w.job is not None]
                 if not busy:
                     continue
@@ -236,7 +243,7 @@ class MathPool:
                 self._fail_current(w, results, jobs, CRASH)
                 return
             g, start, _, preds = w.job
-            self.max_item_s = max(self.max_item_s, time.monotonic() - (w.deadline - hard))
+            self.max_item_s = max(self.max_item_s, time.monotonic() - w.started)
             if msg[0] == "gold":
                 self.gold_parses += bool(msg[2])
                 if msg[1] is not True:
@@ -251,13 +258,14 @@ class MathPool:
                 if w.expect >= len(preds):
                     w.job = None
                     return
-            w.deadline = time.monotonic() + hard
+            w.started = time.monotonic()
+            w.deadline = w.started + hard
 
     def _fail_current(self, w: _Worker, results, jobs, verdict) -> None:
         """The worker overran or died: record the item it was on, requeue the rest, replace it."""
         g, start, gold, preds = w.job
         w.job = None
-        self.max_item_s = max(self.max_item_s, time.monotonic() - w.deadline + HARD_KILL_GRACE_S + self._timeout_s)
+        self.max_item_s = max(self.max_item_s, time.monotonic() - w.started)
         if w.expect < 0:
             results[g][0] = TIMEOUT if verdict == TIMEOUT else False
         else:

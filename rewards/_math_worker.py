@@ -14,7 +14,7 @@ Protocol (pickled tuples over ``multiprocessing.connection.Connection`` framing 
 
 * zygote control socket: the parent sends one byte plus one socket fd (``SCM_RIGHTS``); the zygote
   forks a worker serving that socket and answers with the worker's pid (8 bytes, big-endian).
-* worker socket: the parent sends ``("group", gold, preds, timeout_s, soft)``; the worker answers
+* worker socket: the parent sends ``("group", gold, preds, timeout_s, soft, gold_timeout_s)``; it answers
   ``("gold", ok, parsed_now)`` once the gold is parsed (``ok`` False: unparsable, "timeout";
   ``parsed_now`` False when it came from the worker's cache) and then, when ``ok``,
   ``("item", i, verdict)`` for each prediction, with ``verdict`` one of True / False / "timeout".
@@ -235,7 +235,7 @@ def _gold_entry(cache: OrderedDict, gold: str, timeout_s: float):
 
 
 def serve(conn) -> None:
-    """Worker loop: answer ``("group", gold, preds, timeout_s, soft)`` requests until EOF.
+    """Worker loop: answer ``("group", gold, preds, timeout_s, soft, gold_timeout_s)`` requests until EOF.
     ``soft`` False: no in-worker timer (the parent's kill is then the only limit; used by tests)."""
     signal.signal(signal.SIGALRM, _on_alarm)
     cache: OrderedDict = OrderedDict()
@@ -244,12 +244,12 @@ def serve(conn) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        _, gold, preds, timeout_s, soft = msg
+        _, gold, preds, timeout_s, soft, gold_timeout_s = msg
         if not soft:
-            timeout_s = None
+            timeout_s = gold_timeout_s = None
         fresh = True
         try:
-            parsed, letter, fresh = _gold_entry(cache, gold, timeout_s)
+            parsed, letter, fresh = _gold_entry(cache, gold, gold_timeout_s)
             ok = letter is not None or bool(parsed)
         except SoftTimeout:
             ok = "timeout"

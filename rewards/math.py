@@ -164,7 +164,8 @@ def extract_answer(text, *, fallback_last_number: bool = True) -> str | None:
     return None
 
 
-def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0):
+def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0,
+                  gold_timeout_s: float | None = None):
     """Check many (gold, [pred answer, ...]) groups in the worker pool.
 
     Returns, per group, ``(gold_status, verdicts)``: ``gold_status`` is True, False (unparsable) or
@@ -192,7 +193,7 @@ def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0
             todo.append((gold, list(unique)))
             index.append((gi, list(unique.values())))
     if todo:
-        results = _math_pool.get_pool().run(todo, timeout_s)
+        results = _math_pool.get_pool().run(todo, timeout_s, gold_timeout_s)
         for (gi, positions), (status, verdicts) in zip(index, results):
             out[gi][0] = status
             for pis, v in zip(positions, verdicts):
@@ -257,7 +258,8 @@ class MathVerifier(Verifier):
 
     Options: ``gold_column`` (default ``"answer"``), ``timeout_s`` per item (default 1.0),
     ``fallback_last_number`` (default True), ``warm_start`` (default True: start the worker pool
-    in the background on construction), ``name``.
+    in the background on construction), ``gold_timeout_s`` (default ``max(timeout_s, 5.0)``: a
+    gold is trusted data, parsed once per group, and a cold parser can need ~1 s), ``name``.
 
     The gold may be a bare answer (``\\frac{1}{2}``) or a full solution: when it contains a
     ``\\boxed{}`` or a ``####`` line, the answer is extracted from it first.
@@ -269,10 +271,12 @@ class MathVerifier(Verifier):
     """
 
     def __init__(self, *, gold_column: str = "answer", timeout_s: float = 1.0,
-                 fallback_last_number: bool = True, warm_start: bool = True, name: str | None = None):
+                 fallback_last_number: bool = True, warm_start: bool = True,
+                 gold_timeout_s: float | None = None, name: str | None = None):
         super().__init__(name=name)
         self.gold_column = gold_column
         self.timeout_s = float(timeout_s)
+        self.gold_timeout_s = gold_timeout_s
         self.fallback_last_number = fallback_last_number
         if warm_start:  # start the worker pool (a few seconds) while the trainer generates
             threading.Thread(target=_warm_pool, name="math-verifier-warm-start", daemon=True).start()
@@ -308,7 +312,8 @@ class MathVerifier(Verifier):
             preds[i] = pred
             groups.setdefault(gold, []).append(i)
         items = list(groups.items())
-        results = score_answers([(g, [preds[i] for i in idx]) for g, idx in items], timeout_s=self.timeout_s)
+        results = score_answers([(g, [preds[i] for i in idx]) for g, idx in items], timeout_s=self.timeout_s,
+                                gold_timeout_s=self.gold_timeout_s)
         for (gold, idx), (status, verdicts) in zip(items, results):
             for i, v in zip(idx, verdicts):
                 if v is None:
