@@ -1,0 +1,50 @@
+"""Run by tests/test_trainer_distributed.py under `torchrun --nproc_per_node 2` (gloo, CPU).
+
+Trains GRPOPlusTrainer for 4 steps (2 generation batches, μ = 2) with groups of G=4 split across the two ranks (2 completions per rank), and
+writes, per rank, the gathered rewards and the local advantages of each generation batch, plus a checksum of the
+parameters after training.
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from grpo_testlib import LengthReward, cpu_config, prompt_dataset  # noqa: E402
+
+from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer  # noqa: E402
+
+
+def main(model_dir: str, out_dir: str) -> None:
+    # use_cpu=True: without it accelerate does not see the torchrun processes on CPU (each rank trains alone)
+    args = cpu_config(GRPOPlusConfig, out_dir, per_device_train_batch_size=2, num_generations=4, max_steps=4,
+                      beta=0.04, std_estimator="population", loss_type="dapo", ddp_backend="gloo", use_cpu=True,
+                      num_iterations=2, shuffle_each_iteration=True)
+    trainer = GRPOPlusTrainer(model=model_dir, reward_funcs=LengthReward(), args=args, train_dataset=prompt_dataset(16))
+    records = []
+    original = trainer._plus_after_generation
+
+    def record(batch, rewards_per_func):
+        batch = original(batch, rewards_per_func)
+        records.append({"rewards": rewards_per_func[:, 0].tolist(), "advantages": batch["advantages"].tolist()})
+        return batch
+
+    trainer._plus_after_generation = record
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    result = {
+        "rank": rank,
+        "world_size": trainer.accelerator.num_processes,
+        "records": records,
+        "param_checksum": [params.sum().item(), params.abs().sum().item()],
+        "losses": [log["loss"] for log in trainer.state.log_history if "loss" in log],
+    }
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

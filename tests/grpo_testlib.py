@@ -1,0 +1,192 @@
+"""Shared helpers for the trainer tests: CPU configs, a fixed rollout, a table reward, and independent oracles.
+
+The oracles here are written from the papers' formulas with plain Python loops in float64; they import nothing
+from trl_grpo_plus.algos on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we use it as a fixture
+
+PROMPT_LEN = 5
+MAX_LEN = 8
+# One fixed generation batch of 12 completions = 3 prompts x G=4 (group-major). Equal-length prompts, so no left
+# padding (transformers derives positions from the sequence, not the mask); completions of varied lengths.
+PROMPT_IDS = [[11, 12, 13, 14, 15], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35]]
+COMPLETION_IDS = [
+    [40, 41, 42], [43, 44, 45, 46, 47, 48, 49], [50, 51], [52, 53, 54, 55, 56, 57, 58, 59],
+    [60, 61, 62, 63], [64], [65, 66, 67, 68, 69, 70], [71, 72, 73, 74, 75],
+    [80, 81, 82, 83, 84, 85, 86, 87], [88, 89, 90], [91, 92, 93, 94, 95, 96], [97, 98],
+]
+# group 0: spread rewards; group 1: all equal (zero variance); group 2: one None (excluded)
+REWARDS = [1.0, 0.0, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, None, 1.0, 3.0]
+
+
+class FixedRollout:
+    """rollout_func returning the fixed table above, by position in the (group-major) generation batch."""
+
+    def __init__(self, prompt_ids=PROMPT_IDS, completion_ids=COMPLETION_IDS, group_size=4):
+        self.prompt_ids, self.completion_ids, self.group_size = prompt_ids, completion_ids, group_size
+
+    def __call__(self, prompts, trainer):
+        n = len(prompts)
+        rows = [i % len(self.completion_ids) for i in range(n)]
+        return {
+            "prompt_ids": [list(self.prompt_ids[(r // self.group_size) % len(self.prompt_ids)]) for r in rows],
+            "completion_ids": [list(self.completion_ids[r]) for r in rows],
+            "logprobs": None,
+        }
+
+
+class TableReward:
+    """Reward function returning REWARDS by position (the batch is one fixed generation batch)."""
+
+    __name__ = "table_reward"
+
+    def __init__(self, table=REWARDS):
+        self.table = table
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [self.table[i % len(self.table)] for i in range(len(prompts))]
+
+
+class LengthReward:
+    """A deterministic reward of the completion text: its length modulo 5 (ties are common)."""
+
+    __name__ = "length_reward"
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [float(len(c) % 5) for c in completions]
+
+
+def prompt_dataset(n: int):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [f"Question {i}: what is {i} + {i}?" for i in range(n)]})
+
+
+def cpu_config(cls, output_dir, **overrides):
+    """A small, fast, deterministic CPU config of ``cls`` (GRPOConfig or GRPOPlusConfig)."""
+    values = dict(
+        output_dir=str(output_dir),
+        bf16=False,
+        report_to=[],
+        gradient_checkpointing=False,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        max_completion_length=MAX_LEN,
+        num_generations=4,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        seed=0,
+        learning_rate=1e-2,
+    )
+    values.update(overrides)
+    return cls(**values)
+
+
+# ---- independent float64 oracle of the DeepSeekMath objective --------------------------------------------------------
+def oracle_advantages(rewards, group_size, std, scope="group", eps=1e-4):
+    """Naive loop: Â_i = (r_i − mean_g) / (std + eps); None/NaN → 0; all-equal group → 0."""
+    def is_valid(r):
+        return r is not None and not math.isnan(r)
+
+    def spread(values, ddof):
+        m = sum(values) / len(values)
+        return math.sqrt(sum((v - m) ** 2 for v in values) / max(len(values) - ddof, 1))
+
+    ddof = {"sample": 1, "population": 0}.get(std)
+    all_valid = [r for r in rewards if is_valid(r)]
+    out = []
+    for k in range(0, len(rewards), group_size):
+        group = rewards[k : k + group_size]
+        valid = [r for r in group if is_valid(r)]
+        flat = len(valid) < 2 or max(valid) == min(valid)
+        mean = sum(valid) / len(valid) if valid else 0.0
+        sd = None if std == "none" else spread(valid if scope == "group" else all_valid, ddof) if valid else 0.0
+        for r in group:
+            if not is_valid(r) or flat:
+                out.append(0.0)
+            else:
+                out.append((r - mean) if sd is None else (r - mean) / (sd + eps))
+    return out
+
+
+def oracle_token_logps(model, prompt, completion):
+    """log π(o_t | q, o_<t) for each completion token, from a plain full-logits forward pass (no padding)."""
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0]  # [P+C, V]
+    logps = torch.log_softmax(logits, dim=-1)
+    return torch.stack([logps[len(prompt) + t - 1, tok] for t, tok in enumerate(completion)])  # [C]
+
+
+def oracle_kl(logp, ref_logp, estimator, clamp=None):
+    d = ref_logp - logp
+    value = {"k1": -d, "k2": 0.5 * d * d, "k3": torch.exp(d) - d - 1}[estimator]
+    return value if clamp is None else torch.clamp(value, -clamp, clamp)
+
+
+def oracle_loss(policy, old, ref, prompts, completions, advantages, *, loss_type, beta, kl_estimator, eps_low,
+                eps_high, max_len, kl_clamp=None, kl_times_ratio=False):
+    """−J(θ): per token −min(ρA, clip(ρ)A) + β·KL, aggregated per loss_type, as written in the papers.
+
+    kl_times_ratio: weight the KL by ρ (DeepSeek-V3.2's correction, TRL's use_bias_correction_kl)."""
+    per_seq_sums, per_seq_lens, clipped = [], [], 0
+    for prompt, completion, adv in zip(prompts, completions, advantages):
+        logp = oracle_token_logps(policy, prompt, completion)
+        with torch.no_grad():
+            old_logp = oracle_token_logps(old, prompt, completion)
+            ref_logp = oracle_token_logps(ref, prompt, completion)
+        total = 0.0
+        for t in range(len(completion)):
+            rho = torch.exp(logp[t] - old_logp[t])
+            clipped_rho = torch.clamp(rho, 1 - eps_low, 1 + eps_high)
+            term = -torch.minimum(rho * adv, clipped_rho * adv)
+            clipped += int(bool((rho < 1 - eps_low and adv < 0) or (rho > 1 + eps_high and adv > 0)))
+            if beta:
+                kl = oracle_kl(logp[t], ref_logp[t], kl_estimator, kl_clamp)
+                term = term + beta * (rho * kl if kl_times_ratio else kl)
+            total = total + term
+        per_seq_sums.append(total)
+        per_seq_lens.append(len(completion))
+    n = len(per_seq_sums)
+    if loss_type == "grpo":
+        loss = sum(s / length for s, length in zip(per_seq_sums, per_seq_lens)) / n
+    elif loss_type in ("bnpo", "dapo"):
+        loss = sum(per_seq_sums) / sum(per_seq_lens)
+    elif loss_type == "dr_grpo":
+        loss = sum(per_seq_sums) / (n * max_len)
+    else:
+        raise ValueError(loss_type)
+    return loss, clipped
+
+
+def fixed_batch_trainer(model_dir, output_dir, dtype=None, perturb=0.8, **overrides):
+    """A GRPOPlusTrainer on the fixed 12-completion batch, the batch's inputs, and the policy perturbed after
+    generation (so that ρ ≠ 1 and the KL is non-zero). ``overrides`` go to GRPOPlusConfig."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32)
+    values = dict(per_device_train_batch_size=12, num_iterations=2, beta=0.04, epsilon_high=0.28)
+    values.update(overrides)
+    trainer = GRPOPlusTrainer(model=model, reward_funcs=TableReward(), args=cpu_config(GRPOPlusConfig, output_dir,
+                              **values), train_dataset=prompt_dataset(3), processing_class=tokenizer,
+                              rollout_func=FixedRollout())
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; the tests call the loss directly
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.add_(perturb * param.std().nan_to_num(1.0) * noise)
+    return trainer, inputs

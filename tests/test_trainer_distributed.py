@@ -1,0 +1,43 @@
+"""Two processes (torchrun, gloo, CPU): advantages are computed on the rewards of all processes, so a group split
+across ranks gets the same advantages as one process would compute on the same global batch.
+
+`accelerate launch --cpu --num_processes 2` silently starts ONE process, hence torchrun; and on CPU the config
+needs use_cpu=True, or accelerate does not join the torchrun processes (GRPOPlusConfig refuses that case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from grpo_testlib import oracle_advantages
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+@pytest.mark.slow
+def test_two_processes_compute_group_advantages_on_the_global_batch(tiny_model_dir, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parent))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(HERE / "dist_grpo_script.py"), tiny_model_dir, str(tmp_path)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+
+    for gen in range(len(ranks[0]["records"])):
+        rewards = ranks[0]["records"][gen]["rewards"]  # gathered: identical on both ranks
+        assert rewards == ranks[1]["records"][gen]["rewards"]
+        local = [ranks[r]["records"][gen]["advantages"] for r in (0, 1)]
+        # a generation batch is one group of G=4: 2 completions on each rank
+        assert len(rewards) == 4 and len(local[0]) == len(local[1]) == 2
+        expected = oracle_advantages(rewards, 4, "population")  # one process, same global batch
+        assert local[0] + local[1] == pytest.approx(expected, abs=1e-6)
+        assert any(abs(a) > 0 for a in expected)
+
+    assert ranks[0]["param_checksum"] == pytest.approx(ranks[1]["param_checksum"], rel=1e-6)  # DDP kept them equal
+    assert len(ranks[0]["records"]) == 2 and len(ranks[0]["losses"]) == 4

@@ -1,0 +1,387 @@
+"""``GRPOPlusTrainer``: ``trl.GRPOTrainer`` with the DeepSeekMath objective's choices made explicit.
+
+Wiring only: the math lives in ``trl_grpo_plus.algos``, TRL's private hooks are reached through
+``trl_grpo_plus._trl_compat``. What changes with respect to ``trl.GRPOTrainer``:
+
+- **Advantages** come from ``algos.advantages.group_advantages`` on the rewards gathered from every process (a group
+  may span processes), with the configured std (sample / population / none), scope and ε; each process then keeps
+  its own slice. NaN rewards (every reward function returned None) are excluded from mean and std and get Â = 0; they
+  stay in the KL term and in the token counts, as in TRL. An all-equal group gets exactly 0.
+- **Loss** for loss_type grpo / bnpo / dapo / dr_grpo: clipped surrogate (``algos.policy_loss``) plus β times the
+  chosen KL estimator (``algos.kl``), aggregated as loss_type says (``algos.aggregation``). Every TRL option of
+  that loss keeps working: vLLM importance-sampling correction, clip-higher (epsilon_high), delta, sequence-level
+  importance sampling, off-policy masking, top-entropy masking, a fixed entropy bonus, MoE auxiliary loss, bias
+  corrected KL. TRL's other loss types (cispo, sapo, luspo, vespo) and the adaptive entropy controller keep TRL's
+  own loss (k3 KL); the config refuses a non-default KL setting with them.
+- **μ epochs**: old log-probs are computed once per generation batch (TRL's rule). With shuffle_each_iteration the
+  mini-batches are re-drawn at the start of every epoch.
+- **Reference refresh**: with ref_refresh_steps = N, π_ref ← π_θ before generation batch k·N (k ≥ 1) is scored, so
+  reference log-probs are always recomputed after a refresh. Checkpoints carry the refresh counter and, once a
+  refresh happened, the reference weights, so a resumed run continues with the refreshed reference.
+- **PEFT**: with ref_refresh_steps the reference is a frozen copy of the trained adapter (adapter "ref"), made at
+  start (π_ref = π_θ₀; for a fresh LoRA, B = 0 makes this the base model, TRL's reference) and overwritten at each
+  refresh. Without it, TRL's semantics hold (fresh adapter: base model; pre-trained adapter: copy made at start).
+- **Reward functions** are wrapped: one that raises gets None for that call (logged, counted), so training
+  continues; one that returns the wrong number of rewards stops training with an error naming it.
+- **Metrics** beside TRL's: groups/zero_variance_frac, kl/<estimator>, rewards/excluded_samples,
+  rewards/failed_samples (TRL's kl, entropy and clip_ratio/* keep their names).
+
+Not covered here (not run): vLLM generation, multi-GPU CUDA, DeepSpeed ZeRO-3 / FSDP reference refresh and
+reference checkpointing (the refresh uses TRL's ``SyncRefModelCallback.sync_target_model``, which handles ZeRO-3;
+FSDP-sharded references are not gathered).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._trl_compat import GRPOTrainerHooks, SyncRefModelCallback, is_peft_model, nanmax, nanmin
+from .algos.advantages import advantage_stats, group_advantages
+from .algos.aggregation import MODE_FOR_LOSS_TYPE, aggregate_parts
+from .algos.kl import kl_estimate
+from .algos.policy_loss import clip_counts, clipped_surrogate
+from .config import OWN_LOSS_TYPES, GRPOPlusConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "grpo_plus_state.json"
+REFERENCE_FILE = "grpo_plus_reference.pt"
+REF_ADAPTER = "ref"
+
+
+class SafeRewardFunc:
+    """A reward function that never raises into the trainer, but still rejects a wrong number of rewards.
+
+    An exception inside the wrapped function turns that call's rewards into None (TRL leaves those samples out) and
+    is logged with the function's name and counted. A result that is not one reward per completion raises.
+    """
+
+    def __init__(self, func: Callable, name: str):
+        self.func = func
+        self.__name__ = name
+        self.failed_samples = 0
+
+    def __getattr__(self, name: str):  # the wrapped function's own attributes stay reachable
+        if name == "func":
+            raise AttributeError(name)
+        return getattr(self.func, name)
+
+    def _fallback(self, error: Exception, n: int) -> list[None]:
+        self.failed_samples += n
+        logger.warning("reward function %r raised %s: %s; its rewards for these %d completions are None",
+                       self.__name__, type(error).__name__, error, n, exc_info=self.failed_samples == n)
+        return [None] * n
+
+    def _check(self, rewards: Any, n: int) -> list:
+        if isinstance(rewards, torch.Tensor):
+            rewards = rewards.tolist()
+        if isinstance(rewards, (str, bytes, dict)) or not hasattr(rewards, "__len__"):
+            raise TypeError(f"reward function {self.__name__!r} returned a {type(rewards).__name__}; it must return a "
+                            f"list with one reward (float or None) per completion ({n} here).")
+        if len(rewards) != n:
+            raise ValueError(f"reward function {self.__name__!r} returned {len(rewards)} rewards for {n} completions; "
+                             "it must return exactly one reward (float or None) per completion, in order.")
+        return list(rewards)
+
+    def __call__(self, *args, **kwargs):
+        n = len(kwargs["prompts"])
+        try:
+            rewards = self.func(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - a reward function must never stop training
+            return self._fallback(error, n)
+        return self._check(rewards, n)
+
+
+class SafeAsyncRewardFunc(SafeRewardFunc):
+    """``SafeRewardFunc`` for an ``async`` reward function (TRL awaits it on its event loop)."""
+
+    async def __call__(self, *args, **kwargs):
+        n = len(kwargs["prompts"])
+        try:
+            rewards = await self.func(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            return self._fallback(error, n)
+        return self._check(rewards, n)
+
+
+def _wrap_reward_funcs(reward_funcs):
+    """Wrap plain callables (not model ids, not reward models) in SafeRewardFunc / SafeAsyncRewardFunc."""
+    if reward_funcs is None:
+        return None
+    funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+    wrapped = []
+    for func in funcs:
+        if isinstance(func, (str, torch.nn.Module, SafeRewardFunc)) or not callable(func):
+            wrapped.append(func)
+            continue
+        base = func.func if hasattr(func, "func") and hasattr(func, "args") else func  # functools.partial
+        name = getattr(base, "__name__", type(base).__name__)
+        is_async = inspect.iscoroutinefunction(base) or inspect.iscoroutinefunction(getattr(base, "__call__", None))
+        wrapped.append((SafeAsyncRewardFunc if is_async else SafeRewardFunc)(func, name))
+    return wrapped
+
+
+def _ensure_log_handler() -> None:
+    """Show our INFO lines (the objective) when the application has not configured logging, as transformers does."""
+    package = logging.getLogger("trl_grpo_plus")
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
+    if not package.handlers and not logging.getLogger().handlers:
+        package.addHandler(logging.StreamHandler())
+
+
+class GRPOPlusTrainer(GRPOTrainerHooks):
+    """``trl.GRPOTrainer`` computing the DeepSeekMath GRPO objective with every choice explicit.
+
+    Takes the same arguments as ``trl.GRPOTrainer``; ``args`` must be a ``GRPOPlusConfig``. See the module docstring
+    for what differs from TRL and docs/trainer.md for the formulas.
+    """
+
+    _tag_names = ["trl", "grpo", "trl-grpo-plus"]
+
+    def __init__(self, model, reward_funcs=None, args: GRPOPlusConfig | None = None, *pos, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = GRPOPlusConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
+        elif not isinstance(args, GRPOPlusConfig):
+            raise TypeError(f"GRPOPlusTrainer needs a GRPOPlusConfig, got {type(args).__name__}. Build one with the "
+                            "same keyword arguments: GRPOPlusConfig(output_dir=..., ...).")
+        super().__init__(model, _wrap_reward_funcs(reward_funcs), args, *pos, **kwargs)
+        self._plus_generation_batches = 0  # generation batches started in training (drives the refresh)
+        self._plus_refreshes = 0
+        self._plus_own_loss = args.loss_type in OWN_LOSS_TYPES and not args.use_adaptive_entropy
+        model_dtype = getattr(self.accelerator.unwrap_model(self.model), "dtype", torch.float32)
+        self._plus_adv_dtype = torch.float64 if model_dtype == torch.float64 else torch.float32
+        if args.ref_refresh_steps and self.beta != 0.0 and is_peft_model(self.model):
+            self._plus_add_reference_adapter()
+        for callback in self.callback_handler.callbacks:  # e.g. BenchmarkCallback, which logs through the trainer
+            if hasattr(callback, "bind_trainer") and getattr(callback, "trainer", None) is None:
+                callback.bind_trainer(self)
+        self.objective = args.objective_formula()
+        if self.accelerator.is_main_process:
+            _ensure_log_handler()
+            logger.info("%s", self.objective)
+
+    # ---- advantages ------------------------------------------------------------------------------------------------
+    def compute_advantages(self, rewards_per_func: torch.Tensor, group_size: int):
+        """Advantages [N] (float64) and count stats from the gathered rewards [N, n_funcs] of all processes."""
+        cfg = self.args
+        rewards = rewards_per_func.double()  # [N, F]
+        unscorable = torch.isnan(rewards).all(dim=1)  # [N]
+        total = (rewards * self.reward_weights.to(rewards)).nansum(dim=1)  # [N]
+        total[unscorable] = torch.nan
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            scope = "batch" if self.scale_rewards == "batch" else "group"
+            adv = group_advantages(total, group_size, cfg.resolved_std_estimator, scope, cfg.advantage_epsilon)
+        else:  # normalize_then_sum (GDPO): per function in its group, weighted sum, then batch-normalised (TRL)
+            std = cfg.std_estimator or "sample"
+            per_func = torch.stack([group_advantages(rewards[:, k], group_size, std, "group", cfg.advantage_epsilon)
+                                    for k in range(rewards.size(1))], dim=1)  # [N, F]
+            summed = (per_func * self.reward_weights.to(rewards)).sum(dim=1)  # [N]
+            summed[unscorable] = torch.nan
+            adv = group_advantages(summed, summed.numel(), std, "group", cfg.advantage_epsilon)
+        return adv, advantage_stats(total, group_size)
+
+    def _plus_after_generation(self, batch: dict, rewards_per_func: torch.Tensor) -> dict:
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        advantages, stats = self.compute_advantages(rewards_per_func, group_size)  # [N_global]
+        n_local = batch["advantages"].shape[0]
+        start = self.accelerator.process_index * n_local
+        batch["advantages"] = advantages[start : start + n_local].to(self._plus_adv_dtype)  # [B_local]
+        self.replace_logged_advantages(advantages.tolist())
+        failed = torch.tensor(float(self._plus_take_failed_samples()), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            failed = self.accelerator.reduce(failed, reduction="sum")
+        flat = (stats["zero_variance_groups"] / stats["groups"]).double()
+        flat_frac, excluded, failed = torch.stack([flat, stats["excluded"].double(), failed.double()]).tolist()
+        self.log_metric(mode, "groups/zero_variance_frac", flat_frac)
+        self.log_metric(mode, "rewards/excluded_samples", excluded)
+        self.log_metric(mode, "rewards/failed_samples", failed)
+        return batch
+
+    def _plus_take_failed_samples(self) -> int:
+        total = 0
+        for func in self.reward_funcs:
+            if isinstance(func, SafeRewardFunc):
+                total, func.failed_samples = total + func.failed_samples, 0
+        return total
+
+    # ---- μ epochs --------------------------------------------------------------------------------------------------
+    def _plus_reshuffle_epochs(self) -> bool:
+        return self.args.shuffle_each_iteration
+
+    # ---- reference refresh -----------------------------------------------------------------------------------------
+    def _plus_before_generation(self) -> None:
+        if not self.model.training:
+            return
+        every, index = self.args.ref_refresh_steps, self._plus_generation_batches
+        if every and self.beta != 0.0 and index > 0 and index % every == 0:
+            self.refresh_reference()
+        self._plus_generation_batches += 1
+
+    def refresh_reference(self) -> None:
+        """π_ref ← π_θ now (full model: copy the weights; PEFT: copy the trained adapter into the "ref" adapter)."""
+        policy = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad():
+            if self.ref_model is not None:
+                SyncRefModelCallback.sync_target_model(policy, self.accelerator.unwrap_model(self.ref_model), 1.0)
+            else:
+                _copy_adapter(policy, policy.active_adapter, REF_ADAPTER)
+        self._plus_refreshes += 1
+        logger.info("reference refreshed (π_ref ← π_θ) before generation batch %d", self._plus_generation_batches)
+
+    def _plus_add_reference_adapter(self) -> None:
+        policy = self.accelerator.unwrap_model(self.model)
+        if REF_ADAPTER not in policy.peft_config:
+            policy.add_adapter(REF_ADAPTER, policy.peft_config[policy.active_adapter])
+        _copy_adapter(policy, policy.active_adapter, REF_ADAPTER)
+        for name, param in policy.named_parameters():
+            if f".{REF_ADAPTER}." in name:
+                param.requires_grad_(False)
+
+    def _plus_reference_state(self) -> dict[str, torch.Tensor]:
+        if self.ref_model is not None:
+            return {k: v.detach().cpu() for k, v in self.accelerator.unwrap_model(self.ref_model).state_dict().items()}
+        policy = self.accelerator.unwrap_model(self.model)
+        return {n: p.detach().cpu() for n, p in policy.named_parameters() if f".{REF_ADAPTER}." in n}
+
+    def _plus_save_state(self, checkpoint_dir: str) -> None:
+        if not self.args.should_save:
+            return
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        state = {"generation_batches": self._plus_generation_batches, "refreshes": self._plus_refreshes}
+        with open(os.path.join(checkpoint_dir, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        if self._plus_refreshes > 0:
+            torch.save(self._plus_reference_state(), os.path.join(checkpoint_dir, REFERENCE_FILE))
+
+    def _plus_load_state(self, checkpoint_dir: str) -> None:
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            state = json.load(f)
+        self._plus_generation_batches, self._plus_refreshes = state["generation_batches"], state["refreshes"]
+        ref_path = os.path.join(checkpoint_dir, REFERENCE_FILE)
+        if os.path.exists(ref_path):
+            weights = torch.load(ref_path, map_location=self.accelerator.device, weights_only=True)
+            if self.ref_model is not None:
+                self.accelerator.unwrap_model(self.ref_model).load_state_dict(weights)
+            else:
+                params = dict(self.accelerator.unwrap_model(self.model).named_parameters())
+                with torch.no_grad():
+                    for name, value in weights.items():
+                        params[name].copy_(value)
+
+    # ---- loss ------------------------------------------------------------------------------------------------------
+    def _plus_loss(self, model, inputs):
+        if not self._plus_own_loss:
+            return self.trl_loss(model, inputs)
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"]  # [B, T]
+        mask = mask * inputs["tool_mask"] if "tool_mask" in inputs else mask  # [B, T]
+        logps, entropies, aux_loss = self.per_token_logps(model, inputs, True, self.aux_loss_enabled)  # [B, T]
+        advantages = inputs["advantages"]
+        advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1]
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps  # [B, T]
+        log_ratio = logps - old_logps  # [B, T]
+        if self.importance_sampling_level == "sequence":
+            log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # [B, 1]
+        ratio = torch.exp(log_ratio)  # [B, T] or [B, 1]
+        per_token = clipped_surrogate(ratio, advantages, self.epsilon_low, self.epsilon_high, self.args.delta)
+        per_token, entropy_mask = self._plus_masks(per_token, inputs, logps, entropies, mask, advantages)
+        kl = None
+        if self.beta != 0.0:
+            kl = kl_estimate(logps, inputs["ref_per_token_logps"], self.args.kl_estimator, self.args.kl_clamp)
+            kl = kl * ratio if self.args.use_bias_correction_kl else kl  # [B, T]
+            per_token = per_token + self.beta * kl  # [B, T]
+        loss, policy_loss = self._plus_reduce(per_token, mask, inputs, mode)
+        loss = self._plus_extra_terms(loss, policy_loss, entropies, mask, entropy_mask, aux_loss, mode)
+        self._plus_log_loss_metrics(mode, kl, entropies, mask, ratio, advantages)
+        return loss
+
+    def _plus_masks(self, per_token, inputs, logps, entropies, mask, advantages):
+        """TRL's optional token masks and the vLLM importance-sampling weight, in TRL's order."""
+        if self.off_policy_mask_threshold is not None:
+            old = inputs.get("old_per_token_logps")
+            sampling = inputs.get("sampling_per_token_logps", logps.detach() if old is None else old)
+            per_token = per_token * self.get_off_policy_mask(advantages, logps, sampling, mask,
+                                                             self.off_policy_mask_threshold)  # [B, T]
+        entropy_mask = None
+        if self.top_entropy_quantile < 1.0:
+            entropy_mask = self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)  # [B, T]
+            per_token = per_token * entropy_mask
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            per_token = per_token * inputs["importance_sampling_ratio"]  # [B, T]
+        return per_token, entropy_mask
+
+    def _plus_reduce(self, per_token, mask, inputs, mode):
+        """Aggregate as loss_type says, scaled for gradient accumulation exactly as TRL does."""
+        numerator, denominator = aggregate_parts(per_token, mask, MODE_FOR_LOSS_TYPE[self.loss_type],
+                                                 self.max_completion_length)
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        if self.loss_type == "dapo":  # denominator: active tokens of the whole accumulated batch, all processes
+            denominator = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                denominator = denominator * accumulation / self.args.steps_per_generation
+            loss = numerator / denominator
+            return loss, loss.detach()
+        loss = numerator / denominator.clamp(min=1.0)
+        return loss / accumulation, loss.detach()
+
+    def _plus_extra_terms(self, loss, policy_loss, entropies, mask, entropy_mask, aux_loss, mode):
+        """TRL's fixed entropy bonus and MoE auxiliary loss (the adaptive entropy controller stays in TRL's loss)."""
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        if self.entropy_coef != 0.0:
+            active = mask if entropy_mask is None else mask * entropy_mask
+            entropy = (entropies * active).sum() / active.sum().clamp(min=1.0) / accumulation
+            loss = loss - self.entropy_coef * entropy
+            self.log_metric(mode, "policy_loss", self.accelerator.gather(policy_loss).nanmean().item())
+            if mode == "train" and self.accelerator.sync_gradients:
+                self.log_metric(mode, "entropy_coef", self.entropy_coef)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+            self.log_metric(mode, "aux_loss", self.accelerator.gather_for_metrics(aux_loss).mean().item())
+        return loss
+
+    def _plus_log_loss_metrics(self, mode, kl, entropies, mask, ratio, advantages):
+        """TRL's kl / entropy / clip_ratio metrics plus kl/<estimator>, in one reduce and one gather."""
+        with torch.no_grad():
+            weight = mask.to(entropies.dtype)  # [B, T]
+            clip = clip_counts(ratio, advantages, mask, self.epsilon_low, self.epsilon_high)  # each [B]
+            kl_sum = (kl * weight).sum() if kl is not None else weight.new_zeros(())
+            local = torch.stack([kl_sum, (entropies * weight).sum(), weight.sum(), clip["low"].sum(),
+                                 clip["high"].sum(), clip["region"].sum(), clip["count"].sum()]).float()
+            kl_t, ent_t, tokens, low, high, region, clipped_count = self.accelerator.reduce(local, "sum").tolist()
+            per_seq = torch.stack([clip["low"], clip["high"]], dim=1) / clip["count"].unsqueeze(1)  # [B, 2]
+            per_seq = self.accelerator.gather(per_seq.float())  # [B_global, 2]
+        if kl is not None:
+            value = kl_t / max(tokens, 1.0)
+            self.log_metric(mode, "kl", value)
+            self.log_metric(mode, f"kl/{self.args.kl_estimator}", value)
+        self.log_metric(mode, "entropy", ent_t / max(tokens, 1.0))
+        clipped_count = max(clipped_count, 1.0)
+        self.log_metric(mode, "clip_ratio/low_mean", low / clipped_count)
+        self.log_metric(mode, "clip_ratio/high_mean", high / clipped_count)
+        self.log_metric(mode, "clip_ratio/region_mean", region / clipped_count)
+        low_min, high_max = torch.stack([nanmin(per_seq[:, 0]), nanmax(per_seq[:, 1])]).tolist()
+        self.log_metric(mode, "clip_ratio/low_min", low_min)
+        self.log_metric(mode, "clip_ratio/high_max", high_max)
+
+
+def _copy_adapter(model, source: str, target: str) -> None:
+    """Copy every parameter of PEFT adapter ``source`` into adapter ``target`` (same config)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, param in params.items():
+            if f".{source}." in name:
+                params[name.replace(f".{source}.", f".{target}.")].copy_(param)
