@@ -135,6 +135,7 @@ def window_means(values: list[float], n: int = 10) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: one thread beats a contended OpenMP pool
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     tiny = args.model == "tiny"
@@ -143,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     max_new = 40 if tiny else 128
     start = time.time()
 
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if tiny:
+        torch.set_num_threads(1)
 
     from . import GRPOPlusConfig, GRPOPlusTrainer
     from .benchmarks.prompts import chat_messages

@@ -244,9 +244,7 @@ def build_trainer(script_args, training_args, model_args, *, model=None, process
         peft_config=get_peft_config(model_args),
         callbacks=callbacks or None,
     )
-    for callback in callbacks:
-        callback.bind_trainer(trainer)
-    return trainer
+    return trainer  # GRPOPlusTrainer binds the BenchmarkCallback to itself
 
 
 def main(argv: list[str] | None = None) -> int:
