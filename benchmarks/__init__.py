@@ -6,6 +6,6 @@ The CLI is ``trl-grpo-plus eval``; see docs/evaluation.md.
 """
 
 from .datasets import BENCHMARKS, BenchmarkDataError, Example, load_examples
-from .runner import evaluate
+from .runner import evaluate, rescore
 
-__all__ = ["BENCHMARKS", "BenchmarkDataError", "Example", "evaluate", "load_examples"]
+__all__ = ["BENCHMARKS", "BenchmarkDataError", "Example", "evaluate", "load_examples", "rescore"]

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (hf backend; vllm dtype)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ks", default=None, help="comma-separated k values for pass@k / maj@k (default 1,2,4,..,n)")
+    p.add_argument("--no-last-number-fallback", action="store_true",
+                   help="score only explicit final answers (boxed / 'The answer is' / ####), not the last number in the text")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend only")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
             data_file=args.data_file, fewshot_file=args.fewshot_file, num_fewshot=args.num_fewshot,
             output_dir=args.output, overwrite=args.overwrite, dtype=args.dtype, seed=args.seed, ks=ks,
-            tensor_parallel_size=args.tensor_parallel_size, progress=not args.no_progress,
+            tensor_parallel_size=args.tensor_parallel_size,
+            verifier_options={"fallback_last_number": False} if args.no_last_number_fallback else None,
+            progress=not args.no_progress,
         )
     except (BenchmarkDataError, ValueError) as exc:
         print(f"trl-grpo-plus eval: error: {exc}", file=sys.stderr)

@@ -44,7 +44,7 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 # settings that change the results: a resume with any of them different is refused
 _CONFIG_KEYS = ("benchmark", "model", "gguf_file", "prompt", "num_samples", "temperature", "top_p",
-                "max_new_tokens", "num_fewshot", "fewshot_file", "seed", "data_file")
+                "max_new_tokens", "num_fewshot", "fewshot_file", "seed", "data_file", "verifier_options")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +205,7 @@ def evaluate(
     seed: int = 0,
     ks: Sequence[int] | None = None,
     verifier: Callable | None = None,
+    verifier_options: dict | None = None,
     tensor_parallel_size: int = 1,
     vllm_llm=None,
     vllm_kwargs: dict | None = None,
@@ -242,7 +243,7 @@ def evaluate(
     preset = build_preset(benchmark, prompt, shots)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                               num_samples=num_samples, stop=preset.stop, seed=seed)
-    scorer = Scorer(benchmark, verifier=verifier)
+    scorer = Scorer(benchmark, verifier=verifier, verifier_options=verifier_options)
 
     model_name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
     config = {"benchmark": benchmark, "model": model_name, "gguf_file": gguf_file, "prompt": prompt,
@@ -250,7 +251,7 @@ def evaluate(
               "max_new_tokens": max_new_tokens, "num_fewshot": num_fewshot, "fewshot_file": fewshot_file,
               "seed": seed, "data_file": os.path.abspath(data_file) if data_file else None,
               "backend": backend, "dtype": dtype, "batch_size": batch_size, "stop": list(preset.stop),
-              "verifier": scorer.verifier_name, "limit": limit}
+              "verifier": scorer.verifier_name, "verifier_options": dict(verifier_options) if verifier_options else None, "limit": limit}
 
     results_path = None
     done: dict[str, dict] = {}
@@ -391,4 +392,37 @@ def build_summary(benchmark: str, rows: Sequence[dict], config: dict, stats: Seq
     if lengths:
         summary["mean_completion_tokens"] = sum(lengths) / len(lengths)
         summary["truncated_fraction"] = sum(f == "length" for f in reasons) / len(reasons) if reasons else None
+    return summary
+
+
+def rescore(src_dir: str, dst_dir: str | None = None, *, verifier_options: dict | None = None,
+            verifier: Callable | None = None, ks: Sequence[int] | None = None) -> dict:
+    """Score the completions stored in ``src_dir/results.jsonl`` again, without generating, e.g.
+    with other verifier options or after a verifier fix. Writes a complete output directory to
+    ``dst_dir`` (default: ``src_dir`` + ``-rescored``) and returns its summary."""
+    with open(os.path.join(src_dir, CONFIG), encoding="utf-8") as fh:
+        config = json.load(fh)
+    benchmark = config["benchmark"]
+    scorer = Scorer(benchmark, verifier=verifier, verifier_options=verifier_options)
+    config = dict(config, verifier_options=dict(verifier_options) if verifier_options else None, rescored_from=src_dir)
+    rows = []
+    for r in read_results(os.path.join(src_dir, RESULTS)):
+        ex = Example(id=r["id"], question=r.get("question", ""), gold=r["gold"])
+        scores, answers = scorer.score(ex, ex.question, r["completions"])
+        rows.append(dict(r, scores=scores, answers=answers, correct=as_correct(scores[0]) == 1.0))
+    if not rows:
+        raise BenchmarkDataError(f"{src_dir}/{RESULTS} has no rows to rescore.")
+    dst_dir = dst_dir or src_dir.rstrip("/") + "-rescored"
+    os.makedirs(dst_dir, exist_ok=True)
+    with open(os.path.join(dst_dir, CONFIG), "w", encoding="utf-8") as fh:
+        json.dump(config, fh, indent=2, sort_keys=True)
+    tmp = os.path.join(dst_dir, RESULTS + ".tmp")
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    append_rows(tmp, rows)
+    os.replace(tmp, os.path.join(dst_dir, RESULTS))
+    summary = build_summary(benchmark, rows, config, ks=ks)
+    from .report import write_outputs
+
+    write_outputs(dst_dir, summary, rows)
     return summary

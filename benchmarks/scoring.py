@@ -3,6 +3,9 @@
 * GSM8K -> ``get_verifier("gsm8k")``; MATH / MATH-500 -> ``get_verifier("math")``.
 * The verifier is called exactly as TRL calls a reward function:
   ``verifier(prompts, completions, answer=[gold] * n) -> list[float | None]``.
+* ``verifier_options`` go to ``get_verifier(name, **options)``; e.g. ``fallback_last_number=False``
+  makes both verifiers read only an explicit final answer (``\\boxed{}``, "The answer is",
+  "final answer is", ``####``), not the last number of a truncated or rambling completion.
 * The answer shown in ``results.jsonl`` and used for maj@k votes comes from the verifier module's
   ``extract_answer(text)`` (``trl_grpo_plus.rewards.gsm8k`` when it has one, else
   ``trl_grpo_plus.rewards.math``).
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Callable, Sequence
 
@@ -20,15 +24,21 @@ class Scorer:
     """Scores the ``n`` completions of one problem; ``verifier=`` overrides the registry lookup
     (any TRL reward function taking ``answer=``), ``extract=`` the answer extractor."""
 
-    def __init__(self, benchmark: str, *, verifier: Callable | None = None, extract: Callable[[str], str | None] | None = None):
+    def __init__(self, benchmark: str, *, verifier: Callable | None = None, extract: Callable[[str], str | None] | None = None,
+                 verifier_options: dict | None = None):
         spec = get_spec(benchmark)
         self.verifier_name = spec.verifier
+        options = dict(verifier_options or {})
         if verifier is None:
             from trl_grpo_plus.rewards import get_verifier
 
-            verifier = get_verifier(spec.verifier)
+            verifier = get_verifier(spec.verifier, **options)
         self.verifier = verifier
-        self.extract = extract or _extractor(spec.verifier)
+        if extract is None:
+            extract = _extractor(spec.verifier)
+            if "fallback_last_number" in options:  # the shown / voted answer follows the same rule
+                extract = functools.partial(extract, fallback_last_number=options["fallback_last_number"])
+        self.extract = extract
 
     def score(self, example: Example, prompt: str, texts: Sequence[str]) -> tuple[list[float | None], list[str | None]]:
         n = len(texts)

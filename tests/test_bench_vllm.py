@@ -128,3 +128,13 @@ def test_evaluate_with_vllm_backend_scores_through_the_math_verifier(tmp_path):
     assert s["rows"][0]["answers"] == ["0", "0", "1"]
     assert set(s["by_level"]) == {"1", "2"}
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 4
+
+    # rescoring the stored completions: the same verifier gives the same result, a strict one
+    # (no last-number fallback) agrees here because every completion has a \\boxed answer
+    from trl_grpo_plus.benchmarks import rescore
+
+    strict = rescore(str(tmp_path), str(tmp_path / "strict"), verifier_options={"fallback_last_number": False})
+    assert strict["accuracy"] == pytest.approx(0.5) and strict["config"]["verifier_options"] == {"fallback_last_number": False}
+    zero = rescore(str(tmp_path), str(tmp_path / "zero"), verifier=lambda prompts, completions, **kw: [0.0] * len(completions))
+    assert zero["accuracy"] == 0.0 and zero["pass@k"]["3"] == 0.0
+    assert (tmp_path / "zero" / "results.jsonl").read_text().count("\n") == 4
