@@ -119,7 +119,8 @@ def plot_rewards(history: list[dict], path: pathlib.Path) -> None:
     total = [h["reward"] for h in history]
     ax.plot(steps, total, label="total reward (1.0·math + 0.2·format)", lw=1.0, alpha=0.6)
     window = max(1, len(total) // 20)
-    smooth = [sum(total[max(0, i - window + 1):i + 1]) / len(total[max(0, i - window + 1):i + 1]) for i in range(len(total))]
+    recent = [total[max(0, i - window + 1):i + 1] for i in range(len(total))]
+    smooth = [sum(r) / len(r) for r in recent]
     ax.plot(steps, smooth, label=f"total, moving mean of {window}", lw=2.2, color="black")
     for key in sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
         ax.plot(steps, [h.get(key) for h in history], label=key.split("/")[1], lw=1, alpha=0.8)

@@ -249,7 +249,7 @@ def build_trainer(script_args, training_args, model_args, *, model=None, process
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a in ("-h", "--help") for a in argv) and "--config" not in argv and not argv:
+    if not argv:
         print("usage: trl-grpo-plus train --config cfg.yaml [--field value ...]   (see examples/*.yaml)", file=sys.stderr)
         return 2
     try:
