@@ -47,4 +47,9 @@ def main(model_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    from trl_grpo_plus.cli import close_process_group
+
+    try:
+        main(sys.argv[1], sys.argv[2])
+    finally:
+        close_process_group()  # a live gloo group at interpreter exit can SIGABRT the rank

@@ -174,7 +174,7 @@ def test_two_processes_shard_and_gather(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "trl_grpo_plus.cli", *_cli(tiny_model_dir, str(data), str(out), n)[3:]]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"rc={done.returncode}\nstdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
     rows = read_results(str(out / "results.jsonl"))
     assert sorted(r["id"] for r in rows) == sorted(f"gsm8k-{i}" for i in range(n))
     summary = json.loads((out / "summary.json").read_text())

@@ -39,7 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Destroy the default torch.distributed process group if this process started one.
+
+    A gloo process group that is still alive at interpreter shutdown can abort the process
+    ("terminate called without an active exception", SIGABRT) while its worker threads are torn
+    down, turning a finished run into a failed launch. Each collective of a subcommand has
+    completed by the time it returns, so destroying the group here is local and cannot hang.
+    """
+    torch = sys.modules.get("torch")  # never import torch just to find out nothing is running
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -264,5 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # through the dispatcher, which also closes the process group
+    from trl_grpo_plus.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

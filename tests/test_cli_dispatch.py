@@ -1,0 +1,57 @@
+"""The dispatcher tears down a process group a subcommand leaves behind (gloo aborts at exit otherwise)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, types
+    import torch.distributed as dist
+    from trl_grpo_plus import cli
+
+    def sub_main(argv):
+        dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+        assert dist.is_initialized()
+        if argv == ["raise"]:
+            raise RuntimeError("subcommand failed")
+        return 3
+
+    mod = types.ModuleType("fake_sub")
+    mod.main = sub_main
+    sys.modules["fake_sub"] = mod
+    cli.SUBCOMMANDS["fake"] = ("fake_sub", "test")
+    try:
+        code = cli.main(["fake", *sys.argv[2:]])
+    except RuntimeError:
+        code = "raised"
+    print(code, dist.is_initialized())
+    """
+)
+
+
+def _run(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "store"), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_process_group_is_destroyed_after_the_subcommand_returns(tmp_path):
+    assert _run(tmp_path) == ["3", "False"]  # exit code passed through, group gone
+
+
+def test_process_group_is_destroyed_when_the_subcommand_raises(tmp_path):
+    assert _run(tmp_path, "raise") == ["raised", "False"]
+
+
+def test_close_without_torch_imported_does_not_import_it():
+    code = "import sys; from trl_grpo_plus.cli import close_process_group; close_process_group(); print('torch' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
