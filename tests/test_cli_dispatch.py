@@ -55,3 +55,46 @@ def test_close_without_torch_imported_does_not_import_it():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+CYCLE_SCRIPT = textwrap.dedent(
+    """
+    import sys, types, weakref
+    import torch
+    import torch.distributed as dist
+    from trl_grpo_plus import cli
+
+    held = {}
+
+    def sub_main(argv):
+        dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        trainer = types.SimpleNamespace(model=ddp)
+        trainer.self_ref = trainer  # a finished trainer sits in reference cycles like this one
+        held["ddp"] = weakref.ref(ddp)
+        return 0
+
+    mod = types.ModuleType("fake_sub")
+    mod.main = sub_main
+    sys.modules["fake_sub"] = mod
+    cli.SUBCOMMANDS["fake"] = ("fake_sub", "test")
+    destroy = dist.destroy_process_group
+
+    def checked_destroy(*args, **kwargs):
+        # the DDP wrapper (and the C++ process group it holds) must be gone BEFORE the group is destroyed,
+        # not left for the interpreter's last collection at exit
+        print("ddp alive at destroy:", held["ddp"]() is not None)
+        return destroy(*args, **kwargs)
+
+    dist.destroy_process_group = checked_destroy
+    cli.main(["fake"])
+    """
+)
+
+
+def test_objects_holding_the_group_are_freed_before_it_is_destroyed(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", CYCLE_SCRIPT, str(tmp_path / "store")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ddp alive at destroy: False" in done.stdout, done.stdout + done.stderr[-2000:]

@@ -103,6 +103,27 @@ def test_command_line_parsing_of_the_new_fields():
         ("population", "k1", 3.0, 5)
 
 
+def test_hand_written_init_repr_eq_cover_every_field():
+    """GRPOPlusConfig reuses TRL's generated __init__ (to save ~2 MB); ours must still take, show and compare our
+    fields, keep TRL's keyword names in its signature, and name itself in a bad-keyword error."""
+    import inspect
+
+    a = cfg(std_estimator="population", kl_estimator="k2", hub_token="SECRET-TOKEN", learning_rate=3e-6)
+    assert (a.std_estimator, a.kl_estimator, a.learning_rate, a.kl_clamp) == ("population", "k2", 3e-6, None)
+    assert a == cfg(std_estimator="population", kl_estimator="k2", hub_token="SECRET-TOKEN", learning_rate=3e-6)
+    assert a != cfg(std_estimator="population", kl_estimator="k1", hub_token="SECRET-TOKEN", learning_rate=3e-6)
+    assert a != cfg(std_estimator="population", kl_estimator="k2", hub_token="SECRET-TOKEN", learning_rate=4e-6)
+    text = repr(a)
+    assert "kl_estimator=k2" in text and "std_estimator=population" in text and "learning_rate=3e-06" in text
+    assert "SECRET-TOKEN" not in text  # TrainingArguments masks *_token values
+    assert dataclasses.asdict(a)["kl_estimator"] == "k2" and a.to_dict()["std_estimator"] == "population"
+    params = inspect.signature(GRPOPlusConfig).parameters
+    assert {"output_dir", "beta", "num_generations", *NEW_FIELDS} <= set(params)
+    assert params["kl_estimator"].default == "k3" and params["beta"].default == 0.0
+    with pytest.raises(TypeError, match=r"GRPOPlusConfig\(\) got an unexpected keyword argument 'kl_estimatr'"):
+        cfg(kl_estimatr="k1")
+
+
 def test_trainer_requires_the_plus_config(tiny_model_dir):
     import trl
 

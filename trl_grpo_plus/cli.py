@@ -6,6 +6,7 @@ costs nothing and ``trl-grpo-plus eval --help`` does not import TRL.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -46,16 +47,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def close_process_group() -> None:
-    """Destroy the default torch.distributed process group if this process started one.
+    """Free what still uses the default torch.distributed process group, then destroy it.
 
     A gloo process group that is still alive at interpreter shutdown can abort the process
     ("terminate called without an active exception", SIGABRT) while its worker threads are torn
-    down, turning a finished run into a failed launch. Each collective of a subcommand has
-    completed by the time it returns, so destroying the group here is local and cannot hang.
+    down, turning a finished run into a failed launch. ``destroy_process_group()`` alone is not
+    enough: a finished trainer sits in reference cycles, and its DistributedDataParallel wrapper
+    keeps the C++ process group alive until the interpreter's last collection, which is exactly the
+    unsafe moment. ``gc.collect()`` frees those objects first, while the interpreter is whole. Each
+    collective of a subcommand has completed by the time it returns, so this is local and cannot hang.
     """
     torch = sys.modules.get("torch")  # never import torch just to find out nothing is running
     if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return
+    gc.collect()
     torch.distributed.destroy_process_group()
 
 

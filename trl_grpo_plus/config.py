@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from . import _trl_compat
@@ -39,7 +40,10 @@ def _one_of(name: str, value: Any, valid: tuple) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(repr(v) for v in valid)}.")
 
 
-@dataclass
+# init/repr/eq=False: the dunders below reuse TRL's generated __init__ and walk fields() at call time. Letting
+# dataclasses generate a second ~250-field __init__, __repr__ and __eq__ costs ~2 MB of resident memory for good
+# (the source it compiles); fields(), asdict(), replace() and HfArgumentParser / TrlParser are unaffected.
+@dataclass(init=False, repr=False, eq=False)
 class GRPOPlusConfig(_trl_compat.GRPOConfig):
     r"""TRL's ``GRPOConfig`` with every GRPO choice explicit. All TRL fields keep their meaning and defaults.
 
@@ -95,6 +99,24 @@ class GRPOPlusConfig(_trl_compat.GRPOConfig):
             "the adapter, overwritten at each refresh. Unset: π_ref stays the initial policy."
         },
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Our fields first: TRL's __init__ ends by calling __post_init__, which checks them.
+        for name in PLUS_FIELDS:
+            setattr(self, name, kwargs.pop(name, getattr(type(self), name)))
+        try:
+            super().__init__(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(str(error).replace(f"{_trl_compat.GRPOConfig.__qualname__}.__init__()",
+                                               f"{type(self).__name__}()")) from None
+
+    def __repr__(self) -> str:
+        return str(self)  # TrainingArguments.__str__: every field, sorted, with *_token values masked
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))
 
     def __post_init__(self):
         self._check_plus_fields()
@@ -223,6 +245,21 @@ class GRPOPlusConfig(_trl_compat.GRPOConfig):
     def objective_formula(self) -> str:
         """The objective in effect, as readable text with the chosen values (logged once by the trainer)."""
         return _render_objective(self)
+
+
+PLUS_FIELDS = ("std_estimator", "advantage_epsilon", "kl_estimator", "kl_clamp", "shuffle_each_iteration",
+               "ref_refresh_steps")
+
+
+def _plus_signature() -> inspect.Signature:
+    """TRL's __init__ signature plus our fields as keyword-only parameters (for help() and IDEs)."""
+    trl_params = list(inspect.signature(_trl_compat.GRPOConfig.__init__).parameters.values())
+    ours = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(GRPOPlusConfig, name),
+                              annotation=GRPOPlusConfig.__annotations__[name]) for name in PLUS_FIELDS]
+    return inspect.Signature(trl_params + ours)
+
+
+GRPOPlusConfig.__init__.__signature__ = _plus_signature()
 
 
 def _explain_trl_error(error: ValueError, cfg: GRPOPlusConfig) -> ValueError:
