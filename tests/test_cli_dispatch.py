@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent(
@@ -98,3 +100,45 @@ def test_objects_holding_the_group_are_freed_before_it_is_destroyed(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ddp alive at destroy: False" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+GLOO_THREADS_SCRIPT = textwrap.dedent(
+    """
+    import glob, sys, types
+    import torch.distributed as dist
+    from trl_grpo_plus import cli
+
+    def native_threads():
+        return [open(task + "/comm").read().strip() for task in glob.glob("/proc/self/task/*")]
+
+    def sub_main(argv):
+        dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+        # loading a transformers model imports this module after the group exists; its functions then
+        # hold the group as a default argument
+        import torch.distributed.nn.functional  # noqa: F401
+        print("gloo threads while running:", sum("gloo" in name for name in native_threads()))
+        return 0
+
+    mod = types.ModuleType("fake_sub")
+    mod.main = sub_main
+    sys.modules["fake_sub"] = mod
+    cli.SUBCOMMANDS["fake"] = ("fake_sub", "test")
+    cli.main(["fake"])
+    print("gloo threads after close:", sum("gloo" in name for name in native_threads()))
+    import torch.distributed.nn.functional as fn
+    print("broadcast default group:", fn.broadcast.__defaults__)
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread names from /proc")
+def test_gloo_threads_are_joined_before_the_interpreter_exits(tmp_path):
+    """The group's C++ threads must end inside close_process_group, not during interpreter shutdown (SIGABRT)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", GLOO_THREADS_SCRIPT, str(tmp_path / "store")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    running = int(done.stdout.split("gloo threads while running:")[1].split()[0])
+    assert running >= 1, done.stdout  # the check below means something only if gloo threads existed
+    assert "gloo threads after close: 0" in done.stdout, done.stdout
+    assert "broadcast default group: (None,)" in done.stdout, done.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import types
 
 SUBCOMMANDS = {
     "train": ("trl_grpo_plus.train", "GRPO training from a YAML config plus CLI overrides (TRL style)"),
@@ -47,21 +48,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def close_process_group() -> None:
-    """Free what still uses the default torch.distributed process group, then destroy it.
+    """Destroy the default torch.distributed process group, and drop what would keep it alive.
 
     A gloo process group that is still alive at interpreter shutdown can abort the process
     ("terminate called without an active exception", SIGABRT) while its worker threads are torn
-    down, turning a finished run into a failed launch. ``destroy_process_group()`` alone is not
-    enough: a finished trainer sits in reference cycles, and its DistributedDataParallel wrapper
-    keeps the C++ process group alive until the interpreter's last collection, which is exactly the
-    unsafe moment. ``gc.collect()`` frees those objects first, while the interpreter is whole. Each
+    down, turning a finished run into a failed launch. ``destroy_process_group()`` alone does not
+    end it when other objects still hold the group:
+
+    - a finished trainer sits in reference cycles, and its DistributedDataParallel wrapper holds
+      the group until the interpreter's last collection: ``gc.collect()`` frees it first;
+    - ``torch.distributed.nn.functional`` evaluates ``group=group.WORLD`` as a default argument
+      when it is imported, and loading a transformers model imports it after the group exists, so
+      ten of its functions keep the group alive: their default goes back to None (the default
+      group, whatever it is at call time).
+
+    The group's C++ worker threads are then joined here, while the interpreter is whole. Each
     collective of a subcommand has completed by the time it returns, so this is local and cannot hang.
     """
     torch = sys.modules.get("torch")  # never import torch just to find out nothing is running
     if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return
     gc.collect()
+    group = torch.distributed.group.WORLD
     torch.distributed.destroy_process_group()
+    _drop_default_argument(sys.modules.get("torch.distributed.nn.functional"), group)
+    del group
+
+
+def _drop_default_argument(module, group) -> None:
+    """Replace ``group`` by None in the default arguments of ``module``'s functions."""
+    for function in vars(module).values() if module is not None else ():
+        defaults = getattr(function, "__defaults__", None)
+        if isinstance(function, types.FunctionType) and defaults and any(d is group for d in defaults):
+            function.__defaults__ = tuple(None if d is group else d for d in defaults)
 
 
 if __name__ == "__main__":
