@@ -115,7 +115,7 @@ def plot_rewards(history: list[dict], path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.8))
     total = [h["reward"] for h in history]
     ax.plot(steps, total, label="total reward (1.0·math + 0.2·format)", lw=1.0, alpha=0.6)
     window = max(1, len(total) // 20)
@@ -128,7 +128,8 @@ def plot_rewards(history: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel("mean reward")
     ax.set_title("trl-grpo-plus demo: reward during GRPO")
     ax.grid(alpha=0.3)
-    ax.legend()
+    # below the axes: inside, it covers the end of the curves, which is the part that matters
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
