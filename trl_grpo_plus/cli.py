@@ -72,12 +72,13 @@ def close_process_group() -> None:
     group = torch.distributed.group.WORLD
     torch.distributed.destroy_process_group()
     _drop_default_argument(sys.modules.get("torch.distributed.nn.functional"), group)
-    del group
 
 
 def _drop_default_argument(module, group) -> None:
     """Replace ``group`` by None in the default arguments of ``module``'s functions."""
-    for function in vars(module).values() if module is not None else ():
+    if module is None:
+        return
+    for function in vars(module).values():
         defaults = getattr(function, "__defaults__", None)
         if isinstance(function, types.FunctionType) and defaults and any(d is group for d in defaults):
             function.__defaults__ = tuple(None if d is group else d for d in defaults)

@@ -15,9 +15,9 @@ bnpo / dapo = token mean, dr_grpo = constant normaliser), ``num_iterations`` (μ
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
-import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -247,8 +247,7 @@ class GRPOPlusConfig(_trl_compat.GRPOConfig):
         return _render_objective(self)
 
 
-PLUS_FIELDS = ("std_estimator", "advantage_epsilon", "kl_estimator", "kl_clamp", "shuffle_each_iteration",
-               "ref_refresh_steps")
+PLUS_FIELDS = tuple(GRPOPlusConfig.__annotations__)  # the fields declared in the class body above, in order
 
 
 def _plus_signature() -> inspect.Signature:
