@@ -292,6 +292,11 @@ def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
             cmd += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             cmd += ["--ro-bind", top, top]
+    size = str(tmp_mb << 20)
+    # The fresh /tmp and /dev/shm come before the interpreter's binds: mounted after, they would hide an
+    # interpreter or venv that lives under /tmp.
+    cmd += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
     made = set()
     for path in _python_paths():
         parts = Path(path).parts
@@ -301,9 +306,7 @@ def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
                 made.add(anc)
                 cmd += ["--perms", "0755", "--dir", anc]
         cmd += ["--ro-bind", path, path]
-    size = str(tmp_mb << 20)
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--"]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--"]
     return cmd
 
 
