@@ -67,3 +67,22 @@ def test_unknown_estimator_and_bad_clamp():
         kl_estimate(torch.zeros(1), torch.zeros(1), "k4")
     with pytest.raises(ValueError, match="positive"):
         kl_estimate(torch.zeros(1), torch.zeros(1), "k3", clamp=0.0)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_clamp_is_nan_safe_when_the_estimate_overflows(estimator):
+    # float32, clamp 10, Δ = 100: exp(100) = inf in float32, so clamping k3 after the fact gives 0·inf = NaN in the
+    # backward pass. The clamp must keep the value at the bound and the gradient at exactly 0 there, and leave the
+    # unclamped token (Δ = 0.5) untouched.
+    logp = torch.tensor([-100.0, -1.0, 0.0], requires_grad=True)
+    ref = torch.tensor([0.0, -0.5, 100.0])  # Δ = ref − logp = (100, 0.5, 100)
+    out = kl_estimate(logp, ref, estimator, clamp=10.0)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(logp.grad).all()
+    # Δ = 100 binds the upper bound for k2, k3 (≈ 5000, inf) and the lower bound for k1 (−100)
+    bound = -10.0 if estimator == "k1" else 10.0
+    assert out[0].item() == bound and out[2].item() == bound
+    assert logp.grad[0].item() == 0.0 and logp.grad[2].item() == 0.0
+    # middle token, Δ = 0.5: dk/dlogp = −dk/dΔ: k1: +1, k2: −Δ = −0.5, k3: −(e^Δ − 1)
+    expected = {"k1": 1.0, "k2": -0.5, "k3": -(math.exp(0.5) - 1)}[estimator]
+    assert logp.grad[1].item() == pytest.approx(expected, rel=1e-6)

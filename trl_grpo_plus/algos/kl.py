@@ -11,7 +11,8 @@ on-policy, E[∇k1] = E[∇ log π_θ] = 0 (no regularising pull in expectation)
 reverse-KL gradient), and E[∇k3] = ∇ KL(π_ref ‖ π_θ) (the forward-KL gradient). See docs/trainer.md.
 
 The optional clamp bounds each per-token estimate to [−c, c] (only the upper bound can bind for k2 and k3); its
-gradient is zero where it binds.
+gradient is zero where it binds. The clamp is NaN-safe: where it binds, the estimator is evaluated at Δ = 0 instead
+(a double ``where``), so an overflowing exp(Δ) in k3 never reaches the backward pass as 0·inf.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def kl_estimate(
     if clamp is not None and not clamp > 0:
         raise ValueError(f"KL clamp must be a positive number or None, got {clamp!r}")
     delta = ref_logp - logp  # [B, T]
-    kl = fn(delta)  # [B, T]
-    if clamp is not None:
-        kl = kl.clamp(min=-clamp, max=clamp)  # [B, T]
-    return kl
+    if clamp is None:
+        return fn(delta)  # [B, T]
+    with torch.no_grad():
+        raw = fn(delta)  # [B, T] may be inf (exp overflow), never NaN for finite Δ
+        high, low = raw > clamp, raw < -clamp  # [B, T]
+    safe_delta = torch.where(high | low, torch.zeros_like(delta), delta)  # [B, T] no overflow, zero grad where bound
+    kl = fn(safe_delta)  # [B, T]
+    kl = torch.where(high, torch.full_like(kl, clamp), kl)  # [B, T]
+    return torch.where(low, torch.full_like(kl, -clamp), kl)  # [B, T]
