@@ -111,3 +111,78 @@ def test_wrong_shape_is_a_clear_error_naming_the_function(tiny_model_dir, tmp_pa
     trainer, _ = _trainer(tiny_model_dir, tmp_path, func)
     with pytest.raises(error, match=match):
         trainer.train()
+
+
+class AlwaysRaises:
+    __name__ = "always_raises"
+
+    def __call__(self, prompts, completions, **kwargs):
+        raise KeyError("answer")
+
+
+def test_a_reward_function_that_always_fails_stops_training_after_the_window(tiny_model_dir, tmp_path):
+    # one generation batch per step; the default window is 3 generation batches of every sample failing
+    trainer, batches = _trainer(tiny_model_dir, tmp_path, AlwaysRaises(), max_steps=6)
+    with pytest.raises(RuntimeError, match=r"reward function 'always_raises' failed on 12 of 12 samples over the "
+                                           r"last 3 generation batches.*last error: KeyError: 'answer'.*fail closed"):
+        trainer.train()
+    assert len(batches) == 2 and trainer.state.global_step == 2  # the third batch raised before training on it
+
+
+def test_the_window_and_fraction_are_configurable(tiny_model_dir, tmp_path):
+    # FlakyReward fails on the first batch only: 4 of 8 samples over a window of 2 batches reaches f = 0.5
+    trainer, _ = _trainer(tiny_model_dir, tmp_path / "half", FlakyReward(), reward_failure_window=2,
+                          reward_failure_fraction=0.5)
+    with pytest.raises(RuntimeError, match=r"'flaky' failed on 4 of 8 samples over the last 2"):
+        trainer.train()
+    trainer, _ = _trainer(tiny_model_dir, tmp_path / "tolerant", FlakyReward(), reward_failure_window=2,
+                          reward_failure_fraction=0.6)
+    trainer.train()  # 4/8 < 0.6: tolerated
+    trainer, _ = _trainer(tiny_model_dir, tmp_path / "off", AlwaysRaises(), reward_failure_window=0, max_steps=4)
+    trainer.train()  # check off: the old tolerance
+    assert _metric(trainer, "rewards/failed_samples") == [4.0] * 4
+
+
+def test_a_verifier_that_counts_its_errors_fails_closed_too(tiny_model_dir, tmp_path):
+    from trl_grpo_plus.rewards import Verifier
+
+    class Broken(Verifier):  # Verifier catches its own exceptions: None per sample, stats["errors"] += 1
+        def score(self, completion, **row):
+            return float(row["missing_column"])
+
+    verifier = Broken(name="broken")
+    trainer, _ = _trainer(tiny_model_dir, tmp_path, verifier, max_steps=6)
+    with pytest.raises(RuntimeError, match=r"'broken' failed on 12 of 12 samples"):
+        trainer.train()
+    assert verifier.stats["errors"] == 12
+
+
+class HalfNone:
+    """Scores the first half of each group, None for the second half (a partial failure with another function)."""
+
+    __name__ = "half_none"
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [10.0 if i % 4 < 2 else None for i in range(len(prompts))]
+
+
+class ByPosition:
+    __name__ = "by_position"
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [float(i % 4) for i in range(len(prompts))]
+
+
+@pytest.mark.parametrize("mode", ["zero", "drop"])
+def test_partial_reward_failure_zero_or_drop(tiny_model_dir, tmp_path, mode):
+    trainer, batches = _trainer(tiny_model_dir, tmp_path, [ByPosition(), HalfNone()], max_steps=1,
+                                partial_reward_failure=mode)
+    trainer.train()
+    (_, advantages), = batches
+    sigma = math.sqrt
+    if mode == "zero":  # totals (0+10, 1+10, 2+0, 3+0) = (10, 11, 2, 3): mean 6.5, sample std sqrt(65/3)
+        expected = [(r - 6.5) / (sigma(65 / 3) + 1e-4) for r in (10, 11, 2, 3)]
+    else:  # the last two are dropped: (10, 11) → ±0.5 / (std 1/√2 + ε), the dropped get 0
+        expected = [-0.5 / (sigma(0.5) + 1e-4), 0.5 / (sigma(0.5) + 1e-4), 0.0, 0.0]
+    assert advantages.tolist() == pytest.approx(expected, rel=1e-6)
+    assert _metric(trainer, "rewards/excluded_samples") == [0.0 if mode == "zero" else 2.0]

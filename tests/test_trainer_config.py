@@ -12,7 +12,8 @@ import torch
 from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer, _trl_compat
 
 NEW_FIELDS = ["std_estimator", "advantage_epsilon", "kl_estimator", "kl_clamp", "shuffle_each_iteration",
-              "ref_refresh_steps"]
+              "ref_refresh_steps", "reward_failure_window", "reward_failure_fraction", "partial_reward_failure",
+              "process_supervision", "dynamic_sampling", "dynamic_sampling_max_rounds"]
 
 
 def cfg(**kwargs):
@@ -23,7 +24,10 @@ def cfg(**kwargs):
 def test_every_new_field_has_help_with_its_formula_and_literal_types():
     fields = {f.name: f for f in dataclasses.fields(GRPOPlusConfig)}
     formula_marks = {"std_estimator": "sqrt", "advantage_epsilon": "σ + ε", "kl_estimator": "exp(Δ) − Δ − 1",
-                     "kl_clamp": "clamp(", "shuffle_each_iteration": "μ", "ref_refresh_steps": "π_ref ← π_θ"}
+                     "kl_clamp": "clamp(", "shuffle_each_iteration": "μ", "ref_refresh_steps": "π_ref ← π_θ",
+                     "reward_failure_window": "failed_k / samples ≥", "reward_failure_fraction": "failed_k / samples",
+                     "partial_reward_failure": "Σ_k w_k r_ik", "process_supervision": "Â_{i,t} = Σ_{index(j) ≥ t} r̃_j",
+                     "dynamic_sampling": "generation_batch_size / G", "dynamic_sampling_max_rounds": "1 + "}
     for name in NEW_FIELDS:
         assert formula_marks[name] in fields[name].metadata["help"], name
     hints = typing.get_type_hints(GRPOPlusConfig)
@@ -43,6 +47,15 @@ def test_deepseekmath_preset_and_overrides():
     assert (c.beta, c.kl_estimator, c.loss_type, c.num_generations, c.num_iterations) == (0.04, "k3", "grpo", 64, 1)
     assert (c.learning_rate, c.max_completion_length, c.scale_rewards) == (1e-6, 1024, "group")
     assert c.use_bias_correction_kl is False and c.resolved_std_estimator == "sample"
+    assert c.vllm_importance_sampling_correction is False and c.disable_dropout is True
+    assert c.steps_per_generation == c.gradient_accumulation_steps == 1  # one policy update per exploration stage
+    g = GRPOPlusConfig.deepseekmath(output_dir="unused", bf16=False, per_device_train_batch_size=16,
+                                    gradient_accumulation_steps=4)
+    assert g.steps_per_generation == 4 and g.generation_batch_size == 64
+    for bad in (dict(num_iterations=2), dict(steps_per_generation=4), dict(generation_batch_size=256)):
+        with pytest.raises(ValueError, match="one policy update per exploration stage"):
+            GRPOPlusConfig.deepseekmath(output_dir="unused", bf16=False, per_device_train_batch_size=64, **bad)
+    assert "DeepSeekMath GRPO, Shao et al. 2024 preset" in c.objective_formula()
     o = GRPOPlusConfig.deepseekmath(output_dir="unused", bf16=False, num_generations=8, ref_refresh_steps=50)
     assert (o.num_generations, o.ref_refresh_steps, o.beta) == (8, 50, 0.04)
 
@@ -55,6 +68,74 @@ def test_objective_formula_shows_the_chosen_values():
                   "std_population,group", "+ 0.0001", "k2 = ½Δ²", "±10", "every 7 generation batches", "μ = 2",
                   "re-drawn every epoch"]:
         assert piece in text, piece
+
+
+def test_dapo_and_dr_grpo_presets():
+    d = GRPOPlusConfig.dapo(output_dir="unused", bf16=False, per_device_train_batch_size=16)
+    assert (d.epsilon, d.epsilon_high, d.loss_type, d.beta, d.num_generations) == (0.2, 0.28, "dapo", 0.0, 16)
+    assert d.dynamic_sampling and d.steps_per_generation == 16 and d.scale_rewards == "group"
+    text = d.objective_formula()
+    for piece in ["DAPO, Yu et al. 2025 preset", "clip(ρ_it, 0.8, 1.28)", "1/Σ_i|o_i|", "dynamic sampling (DAPO)"]:
+        assert piece in text, piece
+    assert "KL" not in text
+    assert GRPOPlusConfig.dapo(output_dir="u", bf16=False, per_device_train_batch_size=16,
+                               gradient_accumulation_steps=2).steps_per_generation == 32
+    r = GRPOPlusConfig.dr_grpo(output_dir="unused", bf16=False, per_device_train_batch_size=8)
+    assert (r.loss_type, r.scale_rewards, r.beta, r.resolved_std_estimator) == ("dr_grpo", "none", 0.0, "none")
+    text = r.objective_formula()
+    for piece in ["Dr. GRPO, Liu et al. 2025 preset", "1/(G·L_max)", "L_max = max_completion_length = 3000",
+                  "Â_i = r_i − mean_group(r)"]:
+        assert piece in text, piece
+
+
+def test_objective_formula_names_every_term_that_changes_the_loss():
+    text = cfg(delta=2.0, top_entropy_quantile=0.2, off_policy_mask_threshold=0.5, entropy_coef=0.01,
+               mask_truncated_completions=True, use_vllm=True, vllm_importance_sampling_mode="token_truncate",
+               vllm_importance_sampling_clip_min=0.5, vllm_importance_sampling_clip_max=3.0).objective_formula()
+    for piece in ["w_it·H_it·M_i·min(min(ρ_it, δ)·Â_i", "− 0.01·Ent", "capped at δ = 2",
+                  "w_it = π_old(o_it)/π_vLLM(o_it), token_truncate (clipped to [0.5, 3])",
+                  "top 0.2 fraction", "M_i = 0 when Â_i < 0", "> 0.5", "mask_truncated_completions=True",
+                  "kept by H_it"]:
+        assert piece in text, piece
+    off = cfg(use_vllm=True, vllm_importance_sampling_correction=False).objective_formula()
+    assert "no vLLM importance-sampling correction" in off and "w_it" not in off
+    plain = cfg().objective_formula()
+    assert "w_it" not in plain and "H_it" not in plain and "M_i" not in plain and "Ent" not in plain
+
+
+def test_normalize_then_sum_divides_by_a_std_even_with_scale_rewards_none():
+    # TRL's normalize_then_sum ignores scale_rewards: per-function group std, then a batch std
+    c = cfg(multi_objective_aggregation="normalize_then_sum", scale_rewards="none", std_estimator="population")
+    assert c.resolved_std_estimator == "population"
+    text = c.objective_formula()
+    assert "std_population,batch(s) + 0.0001" in text and "std_population,group(r_k)" in text
+    assert "Â_i = r_i − mean_group(r)" not in text
+    assert cfg(multi_objective_aggregation="normalize_then_sum", scale_rewards="none",
+               advantage_epsilon=1e-3).advantage_epsilon == 1e-3
+
+
+def test_partial_failure_and_process_supervision_show_in_the_objective():
+    assert "dropped (NaN, Â = 0)" in cfg(partial_reward_failure="drop").objective_formula()
+    assert "TRL's nansum" in cfg().objective_formula()
+    text = cfg(process_supervision=True, std_estimator="population").objective_formula()
+    assert "Â_it = Σ_{index(j) ≥ t} r̃_j" in text and "(r_j − mean(R)) / (std_population,group(R) + 0.0001)" in text
+    assert "min(ρ_it·Â_it" in text
+
+
+@pytest.mark.parametrize(("kwargs", "fix"), [
+    (dict(reward_failure_window=-1), "integer ≥ 0"),
+    (dict(reward_failure_fraction=0.0), r"in \(0, 1\]"),
+    (dict(partial_reward_failure="nan"), "'zero', 'drop'"),
+    (dict(process_supervision=True, loss_type="cispo"), "Pick a clipped-surrogate loss_type"),
+    (dict(process_supervision=True, multi_objective_aggregation="normalize_then_sum"), "sum_then_normalize"),
+    (dict(dynamic_sampling=True, scale_rewards="batch"), "Set scale_rewards='group'"),
+    (dict(dynamic_sampling=True, dynamic_sampling_max_rounds=0), "integer ≥ 1"),
+])
+def test_new_field_contradictions_name_the_fix(kwargs, fix):
+    kwargs.setdefault("num_generations", 8)
+    kwargs.setdefault("per_device_train_batch_size", 8)
+    with pytest.raises(ValueError, match=fix):
+        cfg(**kwargs)
 
 
 @pytest.mark.parametrize(("kwargs", "fix"), [

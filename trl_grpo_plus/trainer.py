@@ -37,7 +37,8 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -67,6 +68,20 @@ class SafeRewardFunc:
         self.func = func
         self.__name__ = name
         self.failed_samples = 0
+        self.last_error = ""
+        self._verifier_errors = self._errors_counted()
+
+    def _errors_counted(self) -> int:
+        """Errors the wrapped function counted itself (a ``Verifier`` scores None and adds to stats['errors'])."""
+        stats = getattr(self.func, "stats", None)
+        return int(stats.get("errors", 0)) if isinstance(stats, Mapping) else 0
+
+    def take_failures(self) -> int:
+        """Samples that failed since the last call: raised here, or counted as errors by the function itself."""
+        counted = self._errors_counted()
+        failed = self.failed_samples + max(counted - self._verifier_errors, 0)
+        self.failed_samples, self._verifier_errors = 0, counted
+        return failed
 
     def __getattr__(self, name: str):  # the wrapped function's own attributes stay reachable
         if name == "func":
@@ -75,8 +90,10 @@ class SafeRewardFunc:
 
     def _fallback(self, error: Exception, n: int) -> list[None]:
         self.failed_samples += n
+        first = not self.last_error
+        self.last_error = f"{type(error).__name__}: {error}"
         logger.warning("reward function %r raised %s: %s; its rewards for these %d completions are None",
-                       self.__name__, type(error).__name__, error, n, exc_info=self.failed_samples == n)
+                       self.__name__, type(error).__name__, error, n, exc_info=first)  # traceback once
         return [None] * n
 
     def _check(self, rewards: Any, n: int) -> list:
@@ -156,6 +173,7 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         super().__init__(model, _wrap_reward_funcs(reward_funcs), args, *pos, **kwargs)
         self._plus_generation_batches = 0  # generation batches started in training (drives the refresh)
         self._plus_refreshes = 0
+        self._plus_failure_window: deque | None = None  # (failed per function, samples) of recent generation batches
         self._plus_own_loss = args.loss_type in OWN_LOSS_TYPES and not args.use_adaptive_entropy
         model_dtype = getattr(self.accelerator.unwrap_model(self.model), "dtype", torch.float32)
         self._plus_adv_dtype = torch.float64 if model_dtype == torch.float64 else torch.float32
@@ -175,17 +193,18 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         cfg = self.args
         rewards = rewards_per_func.double()  # [N, F]
         unscorable = torch.isnan(rewards).all(dim=1)  # [N]
-        total = (rewards * self.reward_weights.to(rewards)).nansum(dim=1)  # [N]
-        total[unscorable] = torch.nan
+        drop = torch.isnan(rewards).any(dim=1) if cfg.partial_reward_failure == "drop" else unscorable  # [N]
+        total = (rewards * self.reward_weights.to(rewards)).nansum(dim=1)  # [N] (nansum: unscored counts 0)
+        total[drop] = torch.nan
         if self.multi_objective_aggregation == "sum_then_normalize":
             scope = "batch" if self.scale_rewards == "batch" else "group"
             adv = group_advantages(total, group_size, cfg.resolved_std_estimator, scope, cfg.advantage_epsilon)
         else:  # normalize_then_sum (GDPO): per function in its group, weighted sum, then batch-normalised (TRL)
-            std = cfg.std_estimator or "sample"
+            std = cfg.resolved_std_estimator
             per_func = torch.stack([group_advantages(rewards[:, k], group_size, std, "group", cfg.advantage_epsilon)
                                     for k in range(rewards.size(1))], dim=1)  # [N, F]
             summed = (per_func * self.reward_weights.to(rewards)).sum(dim=1)  # [N]
-            summed[unscorable] = torch.nan
+            summed[drop] = torch.nan
             adv = group_advantages(summed, summed.numel(), std, "group", cfg.advantage_epsilon)
         return adv, advantage_stats(total, group_size)
 
@@ -197,22 +216,46 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         start = self.accelerator.process_index * n_local
         batch["advantages"] = advantages[start : start + n_local].to(self._plus_adv_dtype)  # [B_local]
         self.replace_logged_advantages(advantages.tolist())
-        failed = torch.tensor(float(self._plus_take_failed_samples()), device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            failed = self.accelerator.reduce(failed, reduction="sum")
+        failed = self._plus_take_failures()  # [F] global counts
         flat = (stats["zero_variance_groups"] / stats["groups"]).double()
-        flat_frac, excluded, failed = torch.stack([flat, stats["excluded"].double(), failed.double()]).tolist()
+        flat_frac, excluded, failed_total = torch.stack([flat, stats["excluded"].double(), failed.sum()]).tolist()
         self.log_metric(mode, "groups/zero_variance_frac", flat_frac)
         self.log_metric(mode, "rewards/excluded_samples", excluded)
-        self.log_metric(mode, "rewards/failed_samples", failed)
+        self.log_metric(mode, "rewards/failed_samples", failed_total)
+        if mode == "train":
+            self._plus_check_failures(failed.tolist(), rewards_per_func.size(0))
         return batch
 
-    def _plus_take_failed_samples(self) -> int:
-        total = 0
-        for func in self.reward_funcs:
-            if isinstance(func, SafeRewardFunc):
-                total, func.failed_samples = total + func.failed_samples, 0
-        return total
+    def _plus_take_failures(self) -> torch.Tensor:
+        """Failed samples per reward function [F] since the last batch, summed over processes (float64)."""
+        local = [float(f.take_failures()) if isinstance(f, SafeRewardFunc) else 0.0 for f in self.reward_funcs]
+        failed = torch.tensor(local, dtype=torch.float64, device=self.accelerator.device)  # [F]
+        if self.accelerator.num_processes > 1:
+            failed = self.accelerator.reduce(failed, reduction="sum")
+        return failed.cpu()
+
+    def _plus_check_failures(self, failed: list[float], samples: int) -> None:
+        """Fail closed: stop when a reward function failed on ≥ reward_failure_fraction of the last W batches."""
+        window = self.args.reward_failure_window
+        if not window:
+            return
+        if self._plus_failure_window is None or self._plus_failure_window.maxlen != window:
+            self._plus_failure_window = deque(maxlen=window)
+        self._plus_failure_window.append((failed, samples))
+        if len(self._plus_failure_window) < window:
+            return
+        total = sum(n for _, n in self._plus_failure_window)
+        for k, name in enumerate(self.reward_func_names):
+            bad = sum(f[k] for f, _ in self._plus_failure_window)
+            if bad >= self.args.reward_failure_fraction * total and bad > 0:
+                func = self.reward_funcs[k]
+                last = getattr(func, "last_error", "") or "see the warnings logged above"
+                raise RuntimeError(
+                    f"reward function {name!r} failed on {bad:.0f} of {total} samples over the last {window} "
+                    f"generation batches (≥ reward_failure_fraction={self.args.reward_failure_fraction:g}); last "
+                    f"error: {last}. Training stops rather than learn from missing rewards (fail closed). Fix the "
+                    "reward function, or raise reward_failure_fraction / reward_failure_window (0 turns the check "
+                    "off) to tolerate it.")
 
     # ---- μ epochs --------------------------------------------------------------------------------------------------
     def _plus_reshuffle_epochs(self) -> bool:
