@@ -1,0 +1,507 @@
+"""The harness's entry points INSIDE the sandbox, started as ``python -I -S -c <source>``.
+
+The source sent is :data:`.HARNESS_SOURCE`: this file with :mod:`.protocol`, :mod:`.program`,
+:mod:`.judge`, :mod:`.in_process` and :mod:`.stdio` before it, plain stdlib code (the sandbox cannot see
+the repository). Two modes:
+
+one-shot (:func:`_main`)
+    fd 0 carries two ``marshal`` frames from the host: first the program's part (program, limits,
+    mode), then the judge's part (tests, setup, the record key). fd 1 / fd 2 are pipes the host reads
+    into capped tails; ``result_fd`` is the result channel the host opened before this process.
+fork server (:func:`_serve`, argv ``serve``; the host is root)
+    a pristine interpreter that never reads job data: per job it forks a *job leader* that reads the
+    job's two frames from fd 0 itself, runs the job as below, collects its output and replies on fd 1.
+    So no job's data (program, tests, output) is ever in the memory a later job is forked from.
+
+A job (:func:`_run`) with the isolated judge (assert-style tests, the default): the leader reads the
+program's frame and forks the **program** process at once, before the tests are read, so the tests
+never enter the program's memory; then it reads the judge's frame and forks the **judge** process,
+which alone holds the result channel and runs the tests through proxies (:mod:`.judge`). They talk
+over a socket pair with plain data (:mod:`.protocol`). As root each gets its own unprivileged uid;
+otherwise both are non-dumpable, so neither can read the other's memory or file descriptors.
+With ``judge="in_process"`` or stdin/stdout cases one process runs the job as before.
+
+Before any user code runs, in the process that will run it: private mounts (unshare layer), the
+uid drop when root (which also makes it non-dumpable), the working dir, no_new_privs/non-dumpable
+where that did not already happen, the rlimits, and the result channel closed in the program.
+Each result is a record ``seq kind index ok seconds detail mac`` on the result fd, signed with the
+run's HMAC key (kept from the in-process harness, where the program shares the process).
+"""
+
+import os
+import sys
+
+
+def _read_frame(fd):
+    """One length-prefixed frame (u64 size + body) from ``fd``; reads exactly that many bytes, so
+    what follows in the pipe stays there for the next reader. Exit 3 on EOF before a frame starts."""
+    head = b""
+    while len(head) < 8:
+        chunk = os.read(fd, 8 - len(head))
+        if not chunk:
+            if not head:
+                os._exit(3)
+            raise EOFError("truncated frame header")
+        head += chunk
+    size = int.from_bytes(head, "big")
+    parts, got = [], 0
+    while got < size:
+        chunk = os.read(fd, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("truncated frame")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _stdin_to_devnull():
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def _recorder(key, result_fd):
+    """record(kind, index, ok, seconds, detail): one signed line on ``result_fd``."""
+    import _sha256
+
+    sha256 = _sha256.sha256
+    write = os.write
+    # HMAC-SHA256 (RFC 2104) with a 32-byte key: H((K ^ opad) || H((K ^ ipad) || m))
+    block = key + bytes(32)
+    ipad = bytes(b ^ 0x36 for b in block)
+    opad = bytes(b ^ 0x5C for b in block)
+    seq = [0]
+
+    def record(kind, index, ok, seconds, detail):
+        detail = str(detail).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        body = ("%d\t%s\t%d\t%d\t%.4f\t%s" % (seq[0], kind, index, 1 if ok else 0, seconds, detail)).encode("utf-8")
+        mac = sha256(opad + sha256(ipad + body).digest()).hexdigest()
+        data = body + b"\t" + mac.encode() + b"\n"
+        seq[0] += 1
+        while data:
+            data = data[write(result_fd, data):]
+
+    return record
+
+
+def _describe(exc):
+    try:
+        text = "%s: %s" % (type(exc).__name__, exc)
+    except BaseException:  # a user exception whose __str__ raises
+        text = type(exc).__name__
+    return text[-1500:]
+
+
+def _drop_privileges(uid):
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise SystemExit("harness: could regain root after dropping privileges; refusing to run")
+
+
+def _apply_limits(limits):
+    import resource
+
+    def setlim(name, value):
+        lim = getattr(resource, name)
+        soft, hard = resource.getrlimit(lim)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(lim, (value, value))
+
+    setlim("RLIMIT_CORE", 0)
+    setlim("RLIMIT_CPU", int(limits["cpu_s"]))
+    setlim("RLIMIT_FSIZE", int(limits["fsize_mb"]) << 20)
+    setlim("RLIMIT_NOFILE", int(limits["nofile"]))
+    if limits.get("nproc"):
+        setlim("RLIMIT_NPROC", int(limits["nproc"]))
+    setlim("RLIMIT_AS", int(limits["memory_mb"]) << 20)
+
+
+def _prctl_hardening():
+    """no_new_privs (setuid binaries cannot raise privileges) and non-dumpable (other processes of
+    the same uid cannot open this process's memory or /proc/PID/fd/N)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    except Exception:
+        pass
+
+
+def _become(uid, workdir, env, limits):
+    """The last steps before untrusted (or judged) code runs in this process."""
+    dropped = uid is not None and os.getuid() == 0
+    if dropped:
+        _drop_privileges(uid)
+    if workdir:
+        os.chdir(workdir)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    if not dropped or limits.get("nnp"):
+        _prctl_hardening()  # setuid() away from root already made us non-dumpable; bwrap set no_new_privs
+    _apply_limits(limits)
+
+
+def _run(first, read_second, result_fd, workdirs, env):
+    """Start one job's processes. -> (pid whose exit ends the job, [every pid started])."""
+    import time
+
+    limits = first["limits"]
+    if first["mode"] == "assert" and first["judge"] == "isolated":
+        import socket
+
+        prog_sock, judge_sock = socket.socketpair()
+        prog_fd, judge_fd = prog_sock.detach(), judge_sock.detach()
+        program_pid = os.fork()
+        if program_pid == 0:  # the program's process: it never sees the tests
+            try:
+                os.close(judge_fd)
+                os.close(result_fd)
+                _stdin_to_devnull()
+                os.setsid()
+                _become(limits.get("uid"), workdirs[0], env, limits)
+                serve_program(prog_fd, first["program"], time.monotonic, _describe)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException as exc:
+                _harness_failure(exc)
+            finally:
+                os._exit(0)
+        os.close(prog_fd)
+        second = read_second()
+        judge_pid = os.fork()
+        if judge_pid == 0:  # the judge's process: tests, expected values, the result channel
+            try:
+                _stdin_to_devnull()
+                os.setsid()
+                record = _recorder(second["key"], result_fd)
+                deadline = time.monotonic() + float(limits["wall_s"])
+                _become(limits.get("judge_uid"), workdirs[1], env, limits)
+                record("hello", 0, True, 0.0, "uid=%d judge=isolated" % os.getuid())
+                run_judge(judge_fd, tuple(second["tests"]), second.get("setup") or "", record, deadline,
+                          time.monotonic, _describe)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException as exc:
+                _harness_failure(exc)
+            finally:
+                os._exit(0)
+        os.close(judge_fd)
+        return judge_pid, [judge_pid, program_pid]
+    second = read_second()
+    pid = os.fork()
+    if pid == 0:  # one process: the in-process judge, or the stdin/stdout cases' runner
+        try:
+            _stdin_to_devnull()
+            os.setsid()
+            _become(limits.get("uid"), workdirs[0], env, limits)
+            payload = dict(first, **second)
+            _run_job(payload, _recorder(payload.pop("key"), result_fd), limits, result_fd)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException as exc:
+            _harness_failure(exc)
+        finally:
+            os._exit(0)
+    return pid, [pid]
+
+
+def _harness_failure(exc):
+    try:
+        os.write(2, ("harness: %r\n" % (exc,)).encode())
+    except BaseException:
+        pass
+
+
+def _wait(pid, deadline):
+    """Wait for ``pid`` until the deadline (a monotonic time). -> its wait status, or None."""
+    import select
+    import time
+
+    while True:
+        wpid, status = os.waitpid(pid, os.WNOHANG)
+        if wpid:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        select.select([], [], [], 0.002)
+
+
+def _main():
+    """One-shot mode: this process runs exactly one job, then exits (the sandbox then ends every
+    process left in its pid namespace)."""
+    import marshal
+    import resource  # noqa: F401  before the uid drop: the install may not be readable after it
+    import signal
+    import time
+
+    first = marshal.loads(_read_frame(0))
+    sys.path.extend(first.get("sys_path", ()))
+    limits = first["limits"]
+    if limits.get("private_tmp"):
+        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777)
+    if os.getuid() != 0 or limits.get("nnp"):
+        import ctypes  # noqa: F401  (used by _prctl_hardening after the drop)
+    if os.getuid() != 0:
+        _prctl_hardening()  # the tests will sit in this process's memory: same uid as the program
+    workdir = limits.get("chdir") or os.getcwd()
+    if os.getuid() == 0 and limits.get("uid") is not None:
+        os.chown(workdir, limits["uid"], limits["uid"])
+    judge_dir = workdir
+    if os.getuid() == 0 and limits.get("judge_uid") is not None:
+        judge_dir = os.path.join(workdir, ".judge")
+        os.mkdir(judge_dir, 0o700)
+        os.chown(judge_dir, limits["judge_uid"], limits["judge_uid"])
+    start = time.monotonic()
+    main_pid, pids = _run(first, lambda: marshal.loads(_read_frame(0)), first["result_fd"],
+                          (workdir, judge_dir), None)
+    os.close(first["result_fd"])
+    _stdin_to_devnull()
+    _wait(main_pid, start + float(limits["wall_s"]) + 0.5)
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def _serve():
+    """Fork-server mode (host runs as root): this pristine interpreter never runs user code and never
+    reads job data. Per job it forks a leader (:func:`_lead`) and waits for it; the leader reads the
+    job from fd 0, replies on fd 1 and exits. Exit code 3 from a leader means the host closed fd 0."""
+    import _sha256  # noqa: F401  imported once here, not in every forked job
+    import marshal
+    import resource  # noqa: F401
+    import select
+    import signal  # noqa: F401
+    import socket  # noqa: F401
+    import struct
+    import time  # noqa: F401
+
+    setup = marshal.loads(_read_frame(0))
+    sys.path.extend(setup.get("sys_path", ()))
+    if setup.get("private_tmp"):
+        _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711)
+    if setup.get("nnp"):
+        import ctypes  # noqa: F401
+    os.chmod("/tmp", 0o711)  # jobs write only in their own dirs, never in a dir a later job reads
+    for shared in ("/dev/shm", "/var/tmp"):
+        try:
+            os.chmod(shared, 0o711)
+        except OSError:
+            pass
+    data = marshal.dumps({"ready": True})
+    os.write(1, struct.pack(">Q", len(data)) + data)
+    n = 0
+    while True:
+        select.select([0], [], [])
+        n += 1
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _lead(n, setup)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException as exc:
+                _harness_failure(exc)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) == 3:
+            raise SystemExit(0)  # the host closed the pipe: shut down
+
+
+def _lead(n, setup):
+    """One job on the fork server: read it, run it, clean up, reply."""
+    import marshal
+    import select
+    import signal
+    import struct
+    import time
+
+    monotonic = time.monotonic
+    first = marshal.loads(_read_frame(0))
+    limits = first["limits"]
+    uids = [u for u in (limits.get("uid"), limits.get("judge_uid")) if u is not None]
+    jobdirs = []
+    for k, uid in enumerate(uids):
+        d = "/tmp/job%d%s" % (n, "j" if k else "")
+        os.mkdir(d, 0o700)
+        os.chown(d, uid, uid)
+        jobdirs.append(d)
+    jobdirs.append(jobdirs[0])
+    reply_fd = os.dup(1)
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    start = monotonic()
+    main_pid, pids = _run(first, lambda: marshal.loads(_read_frame(0)), res_w, jobdirs, first["env"])
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)  # the leader keeps no end of the job's pipes (and no more of fd 0)
+    for fd in (devnull, res_w, out_w, err_w):
+        os.close(fd)
+    tail = int(setup.get("tail_bytes", 4096))
+    res_cap = int(limits["result_cap"])
+    bufs = {res_r: bytearray(), out_r: bytearray(), err_r: bytearray()}
+    open_fds = [res_r, out_r, err_r]
+    deadline = start + float(limits["wall_s"])
+    timed_out = flooded = False
+    status = None
+    while open_fds:
+        left = deadline - monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        exited = False
+        if status is None:
+            wpid, st = os.waitpid(main_pid, os.WNOHANG)
+            if wpid:
+                status, exited = st, True  # what it wrote is already in the pipes
+        ready, _, _ = select.select(open_fds, [], [], 0 if exited else min(left, 0.05))
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                open_fds.remove(fd)
+                continue
+            buf = bufs[fd]
+            buf += chunk
+            if fd == res_r:
+                if len(buf) > res_cap:
+                    flooded = True
+                    open_fds = []
+                    break
+            elif len(buf) > 2 * tail:
+                del buf[:-tail]
+        if exited and not ready:
+            break  # drained; whatever still holds the pipes (the program's process) is killed below
+    for pid in pids:
+        if pid != main_pid or status is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for pid in pids:  # reap them first: a zombie would keep kill(-1) in _cleanup_uid succeeding
+        try:
+            _, st = os.waitpid(pid, 0)
+        except ChildProcessError:
+            continue
+        if pid == main_pid and status is None:
+            status = st
+    for uid, d in zip(uids, jobdirs):
+        _cleanup_uid(uid, d, signal, select)
+        try:
+            os.rmdir(d)
+        except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
+            pass
+    data = marshal.dumps({"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]),
+                          "err": bytes(bufs[err_r][-tail:]), "timed_out": timed_out or flooded,
+                          "exit": os.waitstatus_to_exitcode(status), "seconds": monotonic() - start})
+    data = struct.pack(">Q", len(data)) + data
+    while data:
+        data = data[os.write(reply_fd, data):]
+
+
+def _uid_alive(uid):
+    """Is any live (not zombie) process other than this one running as ``uid``? Reads
+    /proc/PID/status, which stays readable for non-dumpable processes. kill(-1) itself cannot
+    tell: it reports success whenever it met a process it may not signal (pid 2 under bwrap)."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/%s/status" % name, "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        fields = dict(line.split(b":", 1) for line in status.split(b"\n") if b":" in line)
+        if fields.get(b"State", b"").strip().startswith(b"Z"):
+            continue
+        if int(fields.get(b"Uid", b"-1 ").split()[0]) == uid:
+            return True
+    return False
+
+
+def _cleanup_uid(uid, jobdir, signal, select):
+    """One helper that becomes ``uid``: SIGKILL every process of that uid with kill(-1) (which
+    spares only the caller), repeated until none is left; then empty the job dir. Running as the
+    job's uid, a symlink planted in the dir cannot make it delete anything the job could not.
+    Meanwhile this server reaps whatever dies (it is pid 1 of its namespace in the unshare layer,
+    so killed orphans are re-parented to it)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _drop_privileges(uid)
+            for _ in range(2000):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except OSError:
+                    pass
+                if not _uid_alive(uid):
+                    break
+                select.select([], [], [], 0.001)  # let the killed ones die
+            for root, dirs, files in os.walk(jobdir, topdown=False):
+                for name in files:
+                    os.unlink(os.path.join(root, name))
+                for name in dirs:
+                    full = os.path.join(root, name)
+                    os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+        except BaseException:
+            pass
+        finally:
+            os._exit(0)
+    while True:
+        try:
+            if os.waitpid(-1, 0)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+
+
+def _private_mounts(tmp_mb, expose, tmp_mode):
+    """(unshare layer, still root inside a private mount namespace) Fresh size-capped tmpfs over the
+    world-writable dirs, so nothing written there reaches the host. For each ``(hide, path)`` in
+    ``expose``: a tmpfs over ``hide`` (e.g. /root, which the dropped uid cannot enter) with only the
+    Python install ``path`` bound back, read-only."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ms_rdonly, ms_remount, ms_bind, ms_rec = 1, 32, 4096, 16384
+
+    def mount(src, target, fstype, flags, opts):
+        if libc.mount(src, target.encode(), fstype, flags, opts) != 0:
+            raise OSError(ctypes.get_errno(), "harness: mount on %s failed" % target)
+
+    for target in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(target):
+            mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=%o" % (tmp_mb, tmp_mode)).encode())
+    # open every path before hiding anything: two paths may sit under the same hidden dir
+    fds = [(hide, path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for hide, path in expose]
+    hidden = set()
+    for hide, path, fd in fds:
+        if hide not in hidden:
+            hidden.add(hide)
+            mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(("/proc/self/fd/%d" % fd).encode(), path, None, ms_bind | ms_rec, None)
+        mount(None, path, None, ms_remount | ms_bind | ms_rdonly, None)
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    _serve() if sys.argv[1:] == ["serve"] else _main()

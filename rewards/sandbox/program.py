@@ -1,0 +1,134 @@
+"""The program's side of the judge boundary (runs INSIDE the sandbox, in the untrusted process).
+
+:func:`serve_program` loads the candidate program as module ``solution``, tells the judge what it
+exports, then answers the judge's requests until the channel closes. Nothing here is trusted: the
+program can rewrite any of it (it shares this interpreter), so the judge treats every reply as
+hostile bytes and decodes it with :func:`.protocol.decode_plain`. What this side never gets is what
+the judge knows: the tests and their expected values stay in the judge's process.
+
+Exports (the first message): every top-level name of the program that does not start with ``__``
+and is not a module: callables and other objects as opaque handles, plain data by value.
+
+Requests and replies (plain-data tuples):
+
+- ``("call", handle, args, kwargs)`` -> ``("ok", result, changed)``, where ``changed`` is
+  ``((position or keyword, new value), ...)`` for the list/dict/set arguments the call mutated;
+- ``("getattr", handle, name)`` / ``("iter", handle)`` / ``("next", handle)`` -> ``("ok", value, ())``,
+  or ``("stop",)`` when the iterator is exhausted;
+- any exception -> ``("raise", type name, message)``; a result that cannot be sent -> ``("bad", why)``.
+
+Values that are not plain data (instances, generators, functions) go back as handles.
+"""
+
+try:  # imported on the host (tests, docs); inside the sandbox the harness source defines these names
+    from .protocol import (HANDLE_CALLABLE, HANDLE_ITERATOR, NotPlainData, decode_plain, encode_plain,
+                           recv_frame, send_frame, _type_name)
+except ImportError:  # pragma: no cover - concatenated harness source
+    pass
+
+
+def serve_program(fd, program, monotonic, describe):
+    """Load ``program`` and serve the judge on ``fd`` until it closes the channel."""
+    import types
+
+    objects = {}
+    ids = {}
+
+    def handle(obj):
+        key = id(obj)
+        ref = ids.get(key)
+        if ref is None or objects[ref] is not obj:
+            ref = len(objects) + 1
+            objects[ref] = obj
+            ids[key] = ref
+        flags = (HANDLE_CALLABLE if callable(obj) else 0)
+        if isinstance(obj, types.GeneratorType) or (hasattr(type(obj), "__next__") and hasattr(type(obj), "__iter__")):
+            flags |= HANDLE_ITERATOR
+        return ref, flags, _type_name(obj)
+
+    def resolve(ref, flags, type_name):
+        if ref not in objects:
+            raise KeyError("no object with handle %d" % ref)
+        return objects[ref]
+
+    def reply(msg):
+        try:
+            body = encode_plain(msg, handle=handle)
+        except NotPlainData as exc:
+            body = encode_plain(("bad", str(exc)))
+        send_frame(fd, body)
+
+    glb = {"__name__": "solution", "__builtins__": __builtins__}
+    try:
+        exec(compile(program, "<solution>", "exec"), glb)
+    except BaseException as exc:  # SystemExit too: exiting while loading is a failure
+        reply(("loaded", False, describe(exc)))
+        return
+    exports = []
+    for name, value in list(glb.items()):
+        if type(name) is not str or name.startswith("__") or isinstance(value, types.ModuleType):
+            continue
+        if callable(value):
+            exports.append((name, "handle", value))
+            continue
+        try:
+            encode_plain(value)
+            exports.append((name, "value", value))
+        except NotPlainData:
+            exports.append((name, "handle", value))
+    reply(("loaded", True, tuple(exports)))
+
+    while True:
+        try:  # no deadline of its own: the judge's clock and the rlimits bound this process
+            request = decode_plain(recv_frame(fd, deadline=monotonic() + 86400.0, monotonic=monotonic),
+                                   handle=resolve)
+        except EOFError:
+            return
+        except BaseException as exc:
+            reply(("bad", "could not read the request: " + describe(exc)))
+            continue
+        op = request[0]
+        try:
+            if op == "call":
+                _, fn, args, kwargs = request
+                before = {k: encode_plain(v, handle=handle) for k, v in _mutable_args(args, kwargs)}
+                result = fn(*args, **kwargs)
+                changed = []
+                for k, v in _mutable_args(args, kwargs):
+                    try:
+                        if encode_plain(v, handle=handle) != before[k]:
+                            changed.append((k, v))
+                    except NotPlainData:
+                        pass
+                reply(("ok", result, tuple(changed)))
+            elif op == "getattr":
+                reply(("ok", getattr(request[1], request[2]), ()))
+            elif op == "iter":
+                reply(("ok", iter(request[1]), ()))
+            elif op == "next":
+                try:
+                    value = next(request[1])
+                except StopIteration:
+                    reply(("stop",))
+                else:
+                    reply(("ok", value, ()))
+            else:
+                reply(("bad", "unknown request %r" % (op,)))
+        except BaseException as exc:
+            reply(("raise", type(exc).__name__, _message(exc)))
+
+
+def _mutable_args(args, kwargs):
+    for i, v in enumerate(args):
+        if type(v) in (list, dict, set):
+            yield i, v
+    for k, v in kwargs.items():
+        if type(v) in (list, dict, set):
+            yield k, v
+
+
+def _message(exc):
+    try:
+        return str(exc)[-1500:]
+    except BaseException:  # an exception whose __str__ raises
+        return ""
