@@ -167,9 +167,22 @@ def oracle_loss(policy, old, ref, prompts, completions, advantages, *, loss_type
     return loss, clipped
 
 
-def fixed_batch_trainer(model_dir, output_dir, dtype=None, perturb=0.8, **overrides):
+def perturb_(model, scale, seed):
+    """Add scale·std(p)·N(0, 1) noise to every parameter p of ``model``, in place (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.add_(scale * param.std().nan_to_num(1.0) * noise)
+
+
+def fixed_batch_trainer(model_dir, output_dir, dtype=None, perturb=0.8, ref_perturb=None, reward=None, **overrides):
     """A GRPOPlusTrainer on the fixed 12-completion batch, the batch's inputs, and the policy perturbed after
-    generation (so that ρ ≠ 1 and the KL is non-zero). ``overrides`` go to GRPOPlusConfig."""
+    generation (so that ρ ≠ 1 and the KL is non-zero). ``overrides`` go to GRPOPlusConfig.
+
+    ref_perturb: also perturb the reference model (another seed) and recompute the batch's reference log-probs, so
+    that π_ref ≠ π_old (a KL taken against the wrong one then shows). ``reward``: the reward function (TableReward).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer
@@ -178,15 +191,16 @@ def fixed_batch_trainer(model_dir, output_dir, dtype=None, perturb=0.8, **overri
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32)
     values = dict(per_device_train_batch_size=12, num_iterations=2, beta=0.04, epsilon_high=0.28)
     values.update(overrides)
-    trainer = GRPOPlusTrainer(model=model, reward_funcs=TableReward(), args=cpu_config(GRPOPlusConfig, output_dir,
-                              **values), train_dataset=prompt_dataset(3), processing_class=tokenizer,
-                              rollout_func=FixedRollout())
+    trainer = GRPOPlusTrainer(model=model, reward_funcs=reward or TableReward(),
+                              args=cpu_config(GRPOPlusConfig, output_dir, **values), train_dataset=prompt_dataset(3),
+                              processing_class=tokenizer, rollout_func=FixedRollout())
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; the tests call the loss directly
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by Trainer's loop
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in trainer.model.parameters():
-            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
-            param.add_(perturb * param.std().nan_to_num(1.0) * noise)
+    perturb_(trainer.model, perturb, seed=1)
+    if ref_perturb is not None:
+        perturb_(trainer.ref_model, ref_perturb, seed=2)
+        for chunk in trainer._buffered_inputs:  # every micro-batch of the generation batch
+            with torch.no_grad():
+                chunk["ref_per_token_logps"] = trainer.per_token_logps(trainer.ref_model, chunk)[0]
     return trainer, inputs

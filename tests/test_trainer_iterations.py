@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -83,3 +84,23 @@ def test_shuffle_each_iteration_redraws_minibatches_every_epoch(tiny_model_dir, 
     assert len(flatten(first)) == 8  # distinct completions, so the order is observable
     partition = lambda epoch: {frozenset(batch) for batch in epoch}  # noqa: E731
     assert partition(first) != partition(second)  # a different split into mini-batches
+
+
+@pytest.mark.parametrize(("accumulation", "steps_per_generation"), [(1, 2), (2, 1)])
+def test_steps_per_generation_differs_from_gradient_accumulation(tiny_model_dir, tmp_path, accumulation,
+                                                                 steps_per_generation):
+    # 4 optimizer steps of `accumulation` micro-steps; a generation batch feeds `steps_per_generation` of them (μ = 1).
+    # GA1-spg2: 2 optimizer steps per generation batch, so the second one is off-policy and needs π_old;
+    # GA2-spg1: 2 generation batches per optimizer step, each on-policy (π_old = π_θ.detach(), no extra pass).
+    trainer = _trainer(tiny_model_dir, tmp_path, num_iterations=1, gradient_accumulation_steps=accumulation,
+                       steps_per_generation=steps_per_generation, beta=0.0)
+    calls = _spy_forward_passes(trainer)
+    trainer.train()
+    micro_steps = 4 * accumulation
+    generation_batches = micro_steps // steps_per_generation
+    expected = {"train": micro_steps}
+    if accumulation % steps_per_generation:
+        expected["old"] = generation_batches
+    assert Counter(calls) == Counter(expected)
+    assert trainer.state.global_step == 4
+    assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)

@@ -29,53 +29,85 @@ def f64_models(tiny_model_dir):
     return tokenizer, initial
 
 
-def _trainer_loss_and_grads(f64_models, tmp_path, **cfg):
+def _trainer_loss_and_grads(f64_models, tmp_path, ref_perturb=None, **cfg):
     tokenizer, initial = f64_models
     trainer, inputs = fixed_batch_trainer(initial.config._name_or_path, tmp_path, dtype=torch.float64,
-                                          epsilon=EPS_LOW, epsilon_high=EPS_HIGH, beta=BETA, **cfg)
+                                          epsilon=EPS_LOW, epsilon_high=EPS_HIGH, beta=BETA, ref_perturb=ref_perturb,
+                                          **cfg)
     assert "old_per_token_logps" in inputs and "ref_per_token_logps" in inputs
     trainer.model.zero_grad()
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-    return trainer, loss.detach(), grads
+    return trainer, inputs, loss.detach(), grads
 
 
-def _oracle_loss_and_grads(f64_models, trainer, *, std, scope, eps, loss_type, kl_estimator, kl_clamp=None,
-                           kl_times_ratio=False):
+def _plain_copy(f64_models, model):
     from transformers import Qwen2ForCausalLM
 
     _, initial = f64_models
-    policy = Qwen2ForCausalLM(initial.config).to(torch.float64)  # plain forward, no TRL fused head
-    policy.load_state_dict(trainer.model.state_dict())
+    copy = Qwen2ForCausalLM(initial.config).to(torch.float64)  # plain forward, no TRL fused head
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def _rows(inputs):
+    """Indices into COMPLETION_IDS of the completions of a micro-batch (they are all distinct)."""
+    rows = []
+    for ids, mask in zip(inputs["completion_ids"].tolist(), inputs["completion_mask"].tolist()):
+        rows.append(COMPLETION_IDS.index([t for t, m in zip(ids, mask) if m]))
+    return rows
+
+
+def _oracle_loss_and_grads(f64_models, trainer, *, std, scope, eps, loss_type, kl_estimator, kl_clamp=None,
+                           kl_times_ratio=False, rows=None, ref=None):
+    _, initial = f64_models
+    policy = _plain_copy(f64_models, trainer.model)
+    rows = list(range(12)) if rows is None else rows
     advantages = oracle_advantages(REWARDS, 4, std, scope, eps)
-    prompts = [PROMPT_IDS[i // 4] for i in range(12)]
-    loss, clipped = oracle_loss(policy, initial, initial, prompts, COMPLETION_IDS, advantages, loss_type=loss_type,
-                                beta=BETA, kl_estimator=kl_estimator, eps_low=EPS_LOW, eps_high=EPS_HIGH,
-                                max_len=MAX_LEN, kl_clamp=kl_clamp, kl_times_ratio=kl_times_ratio)
-    loss.backward()
-    return loss.detach(), {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}, clipped
+    loss, clipped = oracle_loss(policy, initial, ref or initial, [PROMPT_IDS[i // 4] for i in rows],
+                                [COMPLETION_IDS[i] for i in rows], [advantages[i] for i in rows],
+                                loss_type=loss_type, beta=BETA, kl_estimator=kl_estimator, eps_low=EPS_LOW,
+                                eps_high=EPS_HIGH, max_len=MAX_LEN, kl_clamp=kl_clamp, kl_times_ratio=kl_times_ratio)
+    return loss, policy, clipped
 
 
 def _check(f64_models, tmp_path, *, std, loss_type, kl_estimator, kl_clamp=None, scale_rewards="group",
-           kl_times_ratio=False):
+           kl_times_ratio=False, ref_perturb=None, accumulation=1, steps_per_generation=1):
     cfg = dict(loss_type=loss_type, kl_estimator=kl_estimator, kl_clamp=kl_clamp, scale_rewards=scale_rewards,
-               use_bias_correction_kl=kl_times_ratio)
+               use_bias_correction_kl=kl_times_ratio, gradient_accumulation_steps=accumulation,
+               steps_per_generation=steps_per_generation, per_device_train_batch_size=12 // steps_per_generation)
     if std != "none":
         cfg["std_estimator"] = std
     else:
         cfg["scale_rewards"] = "none"
-    trainer, loss, grads = _trainer_loss_and_grads(f64_models, tmp_path, **cfg)
+    trainer, inputs, loss, grads = _trainer_loss_and_grads(f64_models, tmp_path, ref_perturb=ref_perturb, **cfg)
     scope = "batch" if scale_rewards == "batch" else "group"
-    expected, expected_grads, clipped = _oracle_loss_and_grads(
+    rows = _rows(inputs)
+    ref = _plain_copy(f64_models, trainer.ref_model) if ref_perturb is not None else None
+    expected, policy, clipped = _oracle_loss_and_grads(
         f64_models, trainer, std=std, scope=scope, eps=1e-4, loss_type=loss_type, kl_estimator=kl_estimator,
-        kl_clamp=kl_clamp, kl_times_ratio=kl_times_ratio)
-    assert clipped > 0, "the perturbation must make the clip bind somewhere, or the test proves less"
+        kl_clamp=kl_clamp, kl_times_ratio=kl_times_ratio, rows=rows, ref=ref)
+    # One micro-step of an optimizer step over `accumulation` micro-batches of a generation batch split in
+    # `steps_per_generation`. TRL's scaling: dapo divides the micro-batch's token sum by the tokens of the whole
+    # generation batch (all processes) × accumulation / steps_per_generation (≈ the tokens of one optimizer step);
+    # every other loss_type divides its micro-batch loss by `accumulation`.
+    if loss_type == "dapo":
+        micro_tokens = sum(len(COMPLETION_IDS[i]) for i in rows)
+        all_tokens = sum(len(c) for c in COMPLETION_IDS)
+        expected = expected * micro_tokens / (all_tokens * accumulation / steps_per_generation)
+    else:
+        expected = expected / accumulation
+    expected.backward()
+    expected_grads = {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}
+    if len(rows) == 12:  # a micro-batch of 3 completions may not reach the clip; the whole batch must
+        assert clipped > 0, "the perturbation must make the clip bind somewhere, or the test proves less"
     assert loss.dtype == torch.float64
     assert abs(loss.item() - expected.item()) <= 1e-6, (loss.item(), expected.item())
     assert grads.keys() == expected_grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=0, atol=1e-6, msg=name)
+    return trainer
 
 
 @pytest.mark.parametrize(
@@ -96,3 +128,22 @@ def test_kl_clamp_and_batch_scope_match_oracle(f64_models, tmp_path, kl_estimato
 def test_ratio_weighted_kl_matches_oracle(f64_models, tmp_path, kl_estimator):
     # TRL's default use_bias_correction_kl=True weights the KL by ρ (DeepSeek-V3.2); DeepSeekMath does not.
     _check(f64_models, tmp_path, std="sample", loss_type="dapo", kl_estimator=kl_estimator, kl_times_ratio=True)
+
+
+@pytest.mark.parametrize("kl_estimator", ["k1", "k3"])
+def test_kl_is_taken_against_the_reference_not_the_old_policy(f64_models, tmp_path, kl_estimator):
+    # π_old (the initial model, μ = 2), π_ref (the initial model perturbed with another seed) and π_θ are three
+    # different policies here; with π_ref = π_old a KL against the old log-probs would pass unnoticed.
+    trainer = _check(f64_models, tmp_path, std="sample", loss_type="grpo", kl_estimator=kl_estimator, ref_perturb=0.5)
+    assert trainer.ref_model is not None
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
+@pytest.mark.parametrize(("accumulation", "steps_per_generation"), [(1, 2), (2, 4), (3, 1)],
+                         ids=["GA1-spg2", "GA2-spg4", "GA3-spg1"])
+def test_steps_per_generation_differs_from_gradient_accumulation(f64_models, tmp_path, loss_type, accumulation,
+                                                                 steps_per_generation):
+    # GA1-spg2: two optimizer steps per generation batch, each on half of it; GA2-spg4: the same with two micro-steps
+    # per optimizer step; GA3-spg1: one micro-batch feeds an optimizer step of three (other generation batches).
+    _check(f64_models, tmp_path, std="population", loss_type=loss_type, kl_estimator="k3",
+           accumulation=accumulation, steps_per_generation=steps_per_generation)

@@ -102,12 +102,17 @@ def test_peft_reference_is_a_frozen_adapter_copy_refreshed_from_the_trained_adap
     original = trainer.refresh_reference
 
     def refresh():
+        trained, old_ref = adapter("default"), adapter("ref")
         original()
-        snapshots.append((adapter("ref"), adapter("default")))
+        snapshots.append((trained, old_ref, adapter("ref"), adapter("default")))
 
     trainer.refresh_reference = refresh
     trainer.train()
-    assert len(snapshots) == 1 and _same(*snapshots[0])  # refreshed from the adapter trained by step 1
+    assert len(snapshots) == 1
+    trained, old_ref, new_ref, policy_after = snapshots[0]
+    assert not _same(trained, old_ref)  # step 1 moved the adapter away from π_θ₀
+    assert _same(new_ref, trained)  # the copy goes trained adapter → "ref" ...
+    assert _same(policy_after, trained)  # ... and leaves the trained adapter as it was (no reset to π_θ₀)
     assert not _same(adapter("ref"), adapter("default"))  # step 2 trained the adapter further
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert not any(id(p) in optimized for n, p in model.named_parameters() if ".ref." in n)
