@@ -49,6 +49,7 @@ from .algos.aggregation import MODE_FOR_LOSS_TYPE, aggregate_parts
 from .algos.kl import kl_estimate
 from .algos.policy_loss import clip_counts, clipped_surrogate
 from .config import OWN_LOSS_TYPES, GRPOPlusConfig
+from .sharded import full_values, layout_mismatch, load_full_values
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,10 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         self._plus_own_loss = args.loss_type in OWN_LOSS_TYPES and not args.use_adaptive_entropy
         model_dtype = getattr(self.accelerator.unwrap_model(self.model), "dtype", torch.float32)
         self._plus_adv_dtype = torch.float64 if model_dtype == torch.float64 else torch.float32
+        if args.ref_refresh_steps and self.beta != 0.0 and self.is_fsdp_enabled and not self.accelerator.is_fsdp2:
+            raise ValueError(f"ref_refresh_steps={args.ref_refresh_steps} is not supported under FSDP version 1 (its "
+                             "flat parameters are not checked to shard the reference like the policy). Use FSDP2: "
+                             "fsdp_version: 2 in the accelerate config (examples/accelerate/fsdp.yaml), or DeepSpeed.")
         if args.ref_refresh_steps and self.beta != 0.0 and is_peft_model(self.model):
             self._plus_add_reference_adapter()
         for callback in self.callback_handler.callbacks:  # e.g. BenchmarkCallback, which logs through the trainer
@@ -275,7 +280,11 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         policy = self.accelerator.unwrap_model(self.model)
         with torch.no_grad():
             if self.ref_model is not None:
-                SyncRefModelCallback.sync_target_model(policy, self.accelerator.unwrap_model(self.ref_model), 1.0)
+                reference = self.accelerator.unwrap_model(self.ref_model)
+                mismatch = layout_mismatch(policy, reference)  # FSDP2: the copy below is shard by shard
+                if mismatch is not None:
+                    raise RuntimeError(f"cannot refresh the reference: {mismatch}. Shard both the same way.")
+                SyncRefModelCallback.sync_target_model(policy, reference, 1.0)  # ZeRO-3: gathers both once
             else:
                 _copy_adapter(policy, policy.active_adapter, REF_ADAPTER)
         self._plus_refreshes += 1
@@ -290,21 +299,24 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
             if f".{REF_ADAPTER}." in name:
                 param.requires_grad_(False)
 
-    def _plus_reference_state(self) -> dict[str, torch.Tensor]:
+    def _plus_reference_tensors(self) -> dict[str, torch.Tensor]:
+        """The live (possibly sharded) tensors that make up π_ref: the reference model's state, or the "ref" adapter."""
         if self.ref_model is not None:
-            return {k: v.detach().cpu() for k, v in self.accelerator.unwrap_model(self.ref_model).state_dict().items()}
+            return self.accelerator.unwrap_model(self.ref_model).state_dict(keep_vars=True)
         policy = self.accelerator.unwrap_model(self.model)
-        return {n: p.detach().cpu() for n, p in policy.named_parameters() if f".{REF_ADAPTER}." in n}
+        return {n: p for n, p in policy.named_parameters() if f".{REF_ADAPTER}." in n}
 
     def _plus_save_state(self, checkpoint_dir: str) -> None:
+        # gathered on every rank (a collective under FSDP2 / ZeRO-3), written by the saving rank: one full file
+        reference = full_values(self._plus_reference_tensors().items()) if self._plus_refreshes > 0 else None
         if not self.args.should_save:
             return
         os.makedirs(checkpoint_dir, exist_ok=True)
         state = {"generation_batches": self._plus_generation_batches, "refreshes": self._plus_refreshes}
         with open(os.path.join(checkpoint_dir, STATE_FILE), "w") as f:
             json.dump(state, f)
-        if self._plus_refreshes > 0:
-            torch.save(self._plus_reference_state(), os.path.join(checkpoint_dir, REFERENCE_FILE))
+        if reference is not None:
+            torch.save(reference, os.path.join(checkpoint_dir, REFERENCE_FILE))
 
     def _plus_load_state(self, checkpoint_dir: str) -> None:
         path = os.path.join(checkpoint_dir, STATE_FILE)
@@ -315,14 +327,12 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         self._plus_generation_batches, self._plus_refreshes = state["generation_batches"], state["refreshes"]
         ref_path = os.path.join(checkpoint_dir, REFERENCE_FILE)
         if os.path.exists(ref_path):
-            weights = torch.load(ref_path, map_location=self.accelerator.device, weights_only=True)
-            if self.ref_model is not None:
-                self.accelerator.unwrap_model(self.ref_model).load_state_dict(weights)
-            else:
-                params = dict(self.accelerator.unwrap_model(self.model).named_parameters())
-                with torch.no_grad():
-                    for name, value in weights.items():
-                        params[name].copy_(value)
+            weights = torch.load(ref_path, map_location="cpu", weights_only=True, mmap=True)
+            targets = self._plus_reference_tensors()
+            if self.ref_model is not None and set(weights) != set(targets):
+                raise KeyError(f"{ref_path} holds {len(weights)} reference tensors but the reference model has "
+                               f"{len(targets)}; resume with the model the checkpoint was written for.")
+            load_full_values(targets, weights)  # every rank keeps its own shard
 
     # ---- loss ------------------------------------------------------------------------------------------------------
     def _plus_loss(self, model, inputs):
