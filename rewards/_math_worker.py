@@ -77,6 +77,32 @@ def _configs():
 _CONFIGS = None
 
 
+_REPEATING_RE = re.compile(r"(-?)(\d*)\.(\d*)\\overline\s*\{(\d+)\}")
+_TRAILING_BACKSLASH_RE = re.compile(r"(?:\\\s*)+$")
+_SPACED_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+
+
+def _repeating_decimal(m: re.Match) -> str:
+    """``0.1\\overline{6}`` -> ``\\frac{1}{6}``: a repeating decimal is an exact rational."""
+    sign, whole, fixed, period = m.groups()
+    den = 10 ** len(fixed) * (10 ** len(period) - 1)
+    num = int(whole or 0) * den + int(fixed + period) - int(fixed or 0)
+    return f"{sign}\\frac{{{num}}}{{{den}}}"
+
+
+def normalize_answer(answer: str) -> str:
+    """What math-verify's normalisation lacks, on an answer string: a trailing backslash (``185\\``)
+    is dropped, a repeating decimal (``0.\\overline{3}``) becomes its exact fraction, and a number
+    with spaced thousands (``1 000``) loses the spaces (math-verify reads it as the product 1*000)."""
+    s = answer.strip()
+    s = _TRAILING_BACKSLASH_RE.sub("", s)
+    if "overline" in s:
+        s = _REPEATING_RE.sub(_repeating_decimal, s)
+    if _SPACED_THOUSANDS_RE.fullmatch(s):
+        s = s.replace(" ", "")
+    return s
+
+
 def parse_answer(answer: str):
     """math-verify parse of an already-extracted answer string; [] when nothing parses."""
     global _CONFIGS
@@ -84,10 +110,24 @@ def parse_answer(answer: str):
 
     if _CONFIGS is None:
         _CONFIGS = _configs()
+    answer = normalize_answer(answer)
     parsed = parse("\\boxed{" + answer + "}", extraction_config=_CONFIGS, parsing_timeout=None)
     if not parsed:
         parsed = parse(answer, extraction_config=_CONFIGS, parsing_timeout=None)
-    return [_exact_floats(p) for p in parsed]
+    return [_imaginary_unit(_exact_floats(p)) for p in parsed]
+
+
+def _imaginary_unit(expr):
+    """In Euler's form ``e^{i\\theta}`` the symbol ``i`` is the imaginary unit (math-verify keeps it
+    a plain symbol, so ``e^{i\\pi}`` != -1): substitute ``I`` when ``i`` appears in an exponent of e."""
+    try:
+        if isinstance(expr, Basic) and not isinstance(expr, MatrixBase):
+            i_symbols = [x for x in expr.free_symbols if str(x) == "i"]
+            if i_symbols and any(i_symbols[0] in e.exp.free_symbols for e in expr.atoms(sympy.exp)):
+                return expr.xreplace({i_symbols[0]: sympy.I})
+    except Exception:
+        pass
+    return expr
 
 
 def _exact_floats(expr):
@@ -126,7 +166,9 @@ def equivalent(gold_parsed, pred_answer: str, gold_letter: str | None) -> bool:
         return False
     if _numbers_differ(gold_parsed, pred):
         return False
-    return bool(verify(gold_parsed, pred, timeout_seconds=None))
+    # allow_set_relation_comp: a gold ``x \\in [-2, 7]`` equals ``-2 \\le x \\le 7`` (math-verify
+    # already accepts that pair the other way round)
+    return bool(verify(gold_parsed, pred, timeout_seconds=None, allow_set_relation_comp=True))
 
 
 # Irrational-ish sample points for the numeric screen: no zeros, integers or simple fractions.

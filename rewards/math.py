@@ -1,28 +1,40 @@
 """The ``math`` verifier: final-answer extraction + math-verify/sympy equivalence, off the main thread.
 
-Extraction priority (``extract_answer``), first hit wins:
+Extraction (``extract_answer(text, mode="strict"|"flexible")``) reads the final answer the way a
+careful grader would, in four tiers; within a tier the occurrence that comes *last* in the text wins:
 
-1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces; also the brace-less ``\\boxed 5``);
-2. the last ``<answer>...</answer>``;
-3. the last "final answer is ..." (also "final answer: ...");
-4. the last "the answer is ..." (also "answer: ...");
-5. the last ``#### ...`` line (GSM8K style);
-6. optionally (``fallback_last_number=True``, the default) the last number in the text.
+1. an explicit final answer: the last group of ``\\boxed{...}``/``\\fbox{...}`` (several boxes
+   separated only by commas, "and"/"or", ``\\quad`` or ``\\text{...}`` are one answer: ``\\boxed{1}``
+   and ``\\boxed{-2}`` is the set ``1, -2``), the last ``<answer>...</answer>``, or the last
+   "final answer is ..." / "final answer: ...";
+2. "the answer is ..." / "answer: ...", or a ``#### ...`` line (GSM8K style);
+3. the last LaTeX math span, ``$...$``, ``$$...$$``, ``\\(...\\)`` or ``\\[...\\]`` (spans joined by
+   "and"/"or"/commas form one answer, as in math-verify); an inline span never crosses a line;
+4. a completion that is nothing but an answer (one line, no prose): ``1 000``, ``\\frac13``, ``x = 3``.
+
+``mode="strict"`` (the default, for training rewards) stops there: no answer is ever guessed out of
+prose. ``mode="flexible"`` then takes the last number that stands alone in the prose (outside math
+spans, not glued to a letter, a backslash, a brace, ``^`` or ``_``), so ``AZYUK2A`` and
+``\\frac{1+\\sqrt{5}}{2}`` yield no number, while "so she pays 18 dollars" yields 18.
 
 Equivalence (``is_equivalent``) parses both answers with math-verify (LaTeX -> sympy) and compares
 them with math-verify's ``verify`` (numbers, fractions, roots, symbolic identities, sets, intervals
-with their open/closed ends, ordered tuples, matrices, equations ``x=3`` vs ``3``, percent, units
-and ``\\text{}``). What we add:
+with their open/closed ends, ordered tuples, matrices, equations and relations, percent, units and
+``\\text{}``). What we add:
 
 * decimals are made exact before comparing, so a decimal counts only when it *is* the value
-  (0.25 = 1/4, 72.0 = 72; but 3.14159265 != pi, 1.41 != sqrt 2, 0.333333 != 1/3);
+  (0.25 = 1/4, 72.0 = 72; but 3.14159265 != pi, 1.41 != sqrt 2, 0.333333 != 1/3); a repeating
+  decimal ``0.\\overline{3}`` is the exact 1/3;
+* ``e^{i\\pi}`` is read with ``i`` the imaginary unit; a set membership ``x \\in [-2, 7]`` equals the
+  relation ``-2 \\le x \\le 7`` either way round; ``1 000`` is 1000;
 * multiple-choice golds (``C``, ``(C)``, ``\\text{(C)}``) are compared as letters;
 * timeouts that work in any thread: the work runs in a killable worker pool (``_math_pool``);
 * the gold is parsed once per group of completions, and groups are scored in parallel.
 
 Not covered: free-form text answers beyond exact string match after math-verify's normalisation,
-answers that need the problem statement (e.g. "the larger root"), and approximate answers to
-problems that ask for a rounded decimal when the gold is exact (those score 0).
+answers that need the problem statement (e.g. "the larger root"), approximate answers to problems
+that ask for a rounded decimal when the gold is exact (those score 0), and the European decimal
+comma (``1,22`` is read as the list 1, 22, as in MATH's gold ``27,93``).
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import warnings
 from fractions import Fraction
 
 from . import _math_pool
@@ -38,24 +51,69 @@ from .registry import register_verifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MathVerifier", "extract_answer", "extract_boxed", "is_equivalent", "quick_verdict", "score_answers"]
+__all__ = ["MODES", "MathVerifier", "extract_answer", "extract_boxed", "extract_with_tier", "gold_answer_of",
+           "is_equivalent", "quick_verdict", "resolve_mode", "score_answers"]
 
-# Completions longer than this are only searched in their last part for anchors/numbers: the final
-# answer is at the end, and it bounds the regex work on a runaway (1 MB) completion.
+MODES = ("strict", "flexible")
+
+# Completions longer than this are only searched in their last part: the final answer is at the
+# end, and it bounds the regex work on a runaway (1 MB) completion.
 _TAIL_CHARS = 20_000
 # A longer "answer" is a runaway extraction, scored wrong without parsing it.
 MAX_ANSWER_CHARS = 4_000
+# Boxes further apart than this (or with more than connectors between them) are separate answers.
+_MAX_BOX_GAP = 80
+_MAX_BOXES = 64  # only the last this many boxes are looked at
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*", re.I)
 _THE_ANSWER_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
-_HASH_RE = re.compile(r"####\s*(.+)")
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-# $$..$$, $..$ (an escaped \$ inside does not close it), \(..\), \[..\]
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
-
-
+_HASH_RE = re.compile(r"####[ \t]*([^\n]+)")
+# What may stand between two boxes (or two math spans) of one answer: commas, "and"/"or", spacing
+# commands, \text{...} (" and ", " for part (a) and "), math delimiters, line breaks, and a
+# variable label (``x = \boxed{1}, y = \boxed{2}``).
+_CONNECTOR_RE = re.compile(
+    r"\\text\s*\{[^{}\n]{0,40}\}|\\(?:quad|qquad|[,;:! ]|\\)|\\[()\[\]]|\$|&|[\s,;.]|\band\b|\bor\b"
+    r"|(?<![\w\\])[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=", re.I)  # a label "y_2 =" before the next box
 _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.S)  # an escape (\{ \} \\) or a brace
+# The delimiters of LaTeX math spans, plus newlines (which end an inline span) and an escaped \$.
+_SPAN_TOKEN_RE = re.compile(r"\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\n")
+_SPAN_CLOSE = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
+_INLINE = {"$", "\\("}
+# A prose word: two or more letters not preceded by a backslash (a LaTeX command) or a letter.
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+# \text{...}-like arguments and environment names (\begin{pmatrix}, \begin{array}{cc}) are not prose
+_TEXT_ARG_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{[^{}]*\}"
+                          r"|\\(?:begin|end)\s*\{\w+\*?\}(?:\{[^{}]*\})?")
+# Words that are not prose inside an answer: connectors, function names without a backslash, units.
+_ANSWER_WORDS = frozenset(
+    "and or sin cos tan cot sec csc log ln exp sqrt pi inf oo cm mm km kg mg ml cc ft in "
+    "deg degree degrees percent pct".split())
+# A number standing alone in prose (flexible mode): not glued to a letter, a backslash, a brace,
+# ^ or _ (so never cut out of a word like AZYUK2A or out of LaTeX like \frac{1+\sqrt{5}}{2}).
+_PROSE_NUMBER_RE = re.compile(
+    r"(?<![\w\\{}^_.,/])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\w{}^_]|[.,/]\d)")
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|;\s")
+_IS_RE = re.compile(r"\b(?:is|are|equals|be)\b\s*:?", re.I)
+_TRAILING_WORDS_RE = re.compile(r"^(.*?[\d}\])|])\s+[A-Za-z][A-Za-z ]*$", re.S)
+
+
+def resolve_mode(mode: str | None = "strict", fallback_last_number: bool | None = None, *, owner: str = "math") -> str:
+    """The extraction mode from ``mode`` and the deprecated ``fallback_last_number`` alias."""
+    if fallback_last_number is not None:
+        warnings.warn(f"{owner}: fallback_last_number= is deprecated; use mode='flexible' (True) or "
+                      "mode='strict' (False)", DeprecationWarning, stacklevel=3)
+        alias = "flexible" if fallback_last_number else "strict"
+        if mode not in (None, "strict", alias):
+            raise ValueError(f"{owner}: mode={mode!r} contradicts fallback_last_number={fallback_last_number!r} "
+                             f"(which means mode={alias!r}); pass only mode=")
+        return alias
+    if mode is None:
+        return "strict"
+    if mode not in MODES:
+        raise ValueError(f"{owner}: mode={mode!r} is not one of {MODES}; use 'strict' (explicit answers only, "
+                         "for training rewards) or 'flexible' (also the last number of the prose)")
+    return mode
 
 
 def _matching_braces(text: str, start: int) -> dict[int, int]:
@@ -70,38 +128,97 @@ def _matching_braces(text: str, start: int) -> dict[int, int]:
     return pairs
 
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (balanced braces) or ``\\boxed X``.
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of the last ``_MAX_BOXES`` usable boxes, in text order.
 
-    A box that is unbalanced or empty is skipped for the one before it. Linear time: braces are
-    matched in one pass, so a completion of 100,000 unclosed boxes costs no more than reading it.
+    A box that is unbalanced or empty is skipped. Linear time: braces are matched in one pass, so a
+    completion of 100,000 unclosed boxes costs no more than reading it.
     """
-    boxes = list(_BOX_RE.finditer(text))
-    if not boxes:
-        return None
-    pairs = None
-    for m in reversed(boxes):
+    hits = list(_BOX_RE.finditer(text))[-_MAX_BOXES:]
+    if not hits:
+        return []
+    pairs = _matching_braces(text, hits[0].end())
+    out = []
+    for m in hits:
         i = m.end()
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
-            if pairs is None:
-                pairs = _matching_braces(text, boxes[0].end())
             close = pairs.get(i)
-            if close is not None:
-                content = text[i + 1:close].strip()
-                if content:
-                    return content
-            continue  # unbalanced or empty: try an earlier box
-        if i > m.end():  # "\boxed 5" : up to the next $ or whitespace
+            if close is not None and text[i + 1:close].strip():
+                out.append((m.start(), close + 1, text[i + 1:close].strip()))
+        elif i > m.end():  # "\boxed 5": up to the next $ or whitespace
             tail = re.match(r"[^\s$]+", text[i:i + 1000])
             if tail:
-                return tail.group(0)
-    return None
+                out.append((m.start(), i + tail.end(), tail.group(0)))
+    # a box inside another box's content is part of that box
+    return [b for b in out if not any(o[0] < b[0] and b[1] <= o[1] for o in out)]
+
+
+def _is_connector(gap: str) -> bool:
+    return len(gap) <= _MAX_BOX_GAP and not _CONNECTOR_RE.sub("", gap).strip()
+
+
+def _last_group(items: list[tuple[int, int, str]], text: str) -> tuple[int, str] | None:
+    """``(start, joined contents)`` of the last run of items separated only by connectors."""
+    if not items:
+        return None
+    group = [items[-1]]
+    for prev in reversed(items[:-1]):
+        if not _is_connector(text[prev[1]:group[0][0]]):
+            break
+        group.insert(0, prev)
+    contents = list(dict.fromkeys(c for _, _, c in group))  # "\boxed{5} \boxed{5}" is 5
+    return group[0][0], ", ".join(contents)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last group of ``\\boxed{...}``/``\\fbox{...}`` (balanced braces) or ``\\boxed X``:
+    one box, or several boxes separated only by connectors, joined with ``, ``."""
+    group = _last_group(_boxes(text), text)
+    return group[1] if group else None
+
+
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of the LaTeX math spans of ``text``, in one linear pass. An inline
+    span (``$``, ``\\(``) that meets a newline before it closes is not a span."""
+    spans, opener, open_at = [], None, 0
+    for m in _SPAN_TOKEN_RE.finditer(text):
+        tok = m.group(0)
+        if tok == "\\$":
+            continue
+        if opener is None:
+            if tok in _SPAN_CLOSE:
+                opener, open_at = tok, m.end()
+                start = m.start()
+            continue
+        if tok == _SPAN_CLOSE[opener]:
+            content = text[open_at:m.start()].strip()
+            if content:
+                spans.append((start, m.end(), content))
+            opener = None
+        elif tok == "\n" and opener in _INLINE:
+            opener = None
+        elif tok in ("$", "$$") and opener in ("\\(", "\\["):
+            continue
+    return spans
+
+
+def _prose_words(s: str) -> list[str]:
+    """Words of ``s`` that are prose: not LaTeX commands, not inside ``\\text{}``, not connectors,
+    function names or units."""
+    return [w for w in _WORD_RE.findall(_TEXT_ARG_RE.sub(" ", s)) if w.lower() not in _ANSWER_WORDS]
+
+
+def _last_math_span(text: str) -> tuple[int, str] | None:
+    """The last math span group that is mathematics, not prose wrapped in dollars
+    (``$5 per hour and works 3 hours so $`` is not an answer)."""
+    spans = [s for s in _math_spans(text) if len(_prose_words(s[2])) < 2]
+    return _last_group(spans, text)
 
 
 def _answer_tags_from_last(text: str, limit: int = 16):
-    """Contents of ``<answer>...</answer>`` pairs, last first (found with rfind: linear time)."""
+    """``(position, content)`` of ``<answer>...</answer>`` pairs, last first (rfind: linear time)."""
     lower = text.lower()
     end = len(lower)
     for _ in range(limit):
@@ -111,57 +228,134 @@ def _answer_tags_from_last(text: str, limit: int = 16):
         open_ = lower.rfind("<answer>", 0, close)
         if open_ < 0:
             return
-        yield text[open_ + len("<answer>"):close]
+        yield open_, text[open_ + len("<answer>"):close]
         end = open_
 
 
-def _clean_sentence_answer(s: str) -> str | None:
-    """The answer after an anchor phrase: a boxed/math span if present, else the rest of the line."""
+def _strip_wrappers(s: str) -> str:
+    previous = None
+    while s != previous:  # peel markdown bold, a full stop, a colon and $...$ in any order
+        previous = s
+        s = re.sub(r"^\*\*|\*\*$", "", s).strip().rstrip(".").strip().strip("$").strip()
+    return s
+
+
+def _sentence_answer(s: str) -> str | None:
+    """The answer stated at the start of ``s`` (the text after an anchor phrase or inside tags):
+    a box; a math span that opens it; else the sentence, cut at its end, after its last "is"."""
     s = s.strip()
     boxed = extract_boxed(s)
     if boxed:
         return boxed
-    m = _MATH_SPAN_RE.match(s)
-    if m:
-        return next(g for g in m.groups() if g is not None).strip() or None
-    line = s.split("\n", 1)[0].strip()
-    previous = None
-    while line != previous:  # peel markdown bold, a full stop and $...$ in any order
-        previous = line
-        line = re.sub(r"^\*\*|\*\*$", "", line).strip().rstrip(".").strip().strip("$").strip()
-    return line or None
+    spans = _math_spans(s)
+    if spans and not _strip_wrappers(s[:spans[0][0]]):  # it opens with math: that span (group)
+        group = _last_group([sp for sp in spans if sp[0] < 400], s) if len(spans) > 1 else None
+        first = _last_group(spans[:1], s)
+        if group and group[0] == spans[0][0]:
+            return group[1]
+        return first[1]
+    line = s.split("\n", 1)[0]
+    # cut the sentence at its end, looking only at the prose between math spans
+    cut, pos = len(line), 0
+    for a, b, _ in [sp for sp in spans if sp[1] <= len(line)] + [(len(line), len(line), "")]:
+        m = _SENTENCE_END_RE.search(line, pos, a)
+        if m:
+            cut = m.start()
+            break
+        pos = b
+    sentence = line[:cut]
+    inner = [sp for sp in spans if sp[1] <= cut]
+    prose = sentence
+    for a, b, _ in reversed(inner):
+        prose = prose[:a] + " " * (b - a) + prose[b:]
+    verbs = list(_IS_RE.finditer(prose))
+    if verbs and _prose_words(prose[:verbs[-1].start()]):  # "The largest $n$ is 34" -> 34
+        sentence = sentence[verbs[-1].end():]
+    ans = _strip_wrappers(sentence.strip())
+    if _prose_words(ans) and not inner:  # "Final Answer: Jane started Sphere 3 hours ago" -> 3,
+        nums = _PROSE_NUMBER_RE.findall(ans)  # but only when the sentence states one number
+        return nums[0] if len(nums) == 1 else ans
+    m = _TRAILING_WORDS_RE.match(ans)
+    if m:  # "42 apples" -> 42
+        ans = m.group(1).strip()
+    return ans or None
 
 
-def extract_answer(text, *, fallback_last_number: bool = True) -> str | None:
-    """The final answer in ``text`` (a completion), by the priority in the module docstring."""
-    if not isinstance(text, str) or not text:
+def _bare_answer(text: str) -> str | None:
+    """The whole text when it is nothing but an answer: one short line with no prose."""
+    s = _strip_wrappers(text.strip())
+    if not s or "\n" in s or len(s) > 500 or _prose_words(s):
         return None
+    return s
+
+
+def _prose_number(text: str) -> str | None:
+    """The last number standing alone in the prose of ``text`` (outside math spans and boxes)."""
+    masked = text
+    for a, b, _ in reversed(_math_spans(text)):
+        masked = masked[:a] + " " * (b - a) + masked[b:]
+    nums = _PROSE_NUMBER_RE.findall(masked)
+    return nums[-1] if nums else None
+
+
+def extract_answer(text, *, mode: str = "strict", fallback_last_number: bool | None = None) -> str | None:
+    """The final answer in ``text`` (a completion), by the tiers in the module docstring.
+
+    ``mode="strict"``: explicit answers only (tiers 1-4). ``mode="flexible"``: then the last number
+    standing alone in the prose. ``fallback_last_number`` is a deprecated alias (True -> flexible).
+    """
+    return extract_with_tier(text, mode=resolve_mode(mode, fallback_last_number))[1]
+
+
+def extract_with_tier(text, *, mode: str = "strict") -> tuple[int | None, str | None]:
+    """``(tier, answer)``: the answer of ``extract_answer`` and the tier (1-4; 5 = a prose number,
+    flexible only) it came from; ``(None, None)`` when there is none."""
+    mode = resolve_mode(mode)
+    if not isinstance(text, str) or not text:
+        return None, None
     if "\x00" in text:
         text = text.replace("\x00", "")
-    boxed = extract_boxed(text)
-    if boxed:
-        return boxed
     tail = text[-_TAIL_CHARS:]
-    for content in _answer_tags_from_last(tail):
-        ans = _clean_sentence_answer(content)
+    # tier 1: boxes, answer tags, "final answer": the last one stated wins
+    found: list[tuple[int, str]] = []
+    group = _last_group(_boxes(tail), tail)
+    if group:
+        found.append(group)
+    for pos, content in _answer_tags_from_last(tail):
+        ans = _sentence_answer(content)
         if ans:
-            return ans
-    for anchor in (_FINAL_RE, _THE_ANSWER_RE):
-        hits = list(anchor.finditer(tail))
-        for m in reversed(hits):
-            ans = _clean_sentence_answer(tail[m.end():])
-            if ans:
-                return ans
-    hashes = _HASH_RE.findall(tail)
+            found.append((pos, ans))
+            break
+    for m in reversed(list(_FINAL_RE.finditer(tail))[-16:]):
+        ans = _sentence_answer(tail[m.end():])
+        if ans:
+            found.append((m.start(), ans))
+            break
+    if found:  # an answer in words ("the final answer is positive, because ...") ranks below math
+        return 1, max(found, key=lambda f: (not _prose_words(f[1]), f[0]))[1]
+    for m in reversed(list(_THE_ANSWER_RE.finditer(tail))[-16:]):  # tier 2: "the answer is", ####
+        ans = _sentence_answer(tail[m.end():])
+        if ans:
+            found.append((m.start(), ans))
+            break
+    hashes = list(_HASH_RE.finditer(tail))
     if hashes:
-        ans = hashes[-1].strip().rstrip(".").strip()
+        ans = _strip_wrappers(hashes[-1].group(1))
         if ans:
-            return ans
-    if fallback_last_number:
-        nums = _NUMBER_RE.findall(tail)
-        if nums:
-            return nums[-1].rstrip(".")
-    return None
+            found.append((hashes[-1].start(), ans))
+    if found:
+        return 2, max(found, key=lambda f: (not _prose_words(f[1]), f[0]))[1]
+    span = _last_math_span(tail)
+    if span:
+        return 3, span[1]
+    bare = _bare_answer(tail)
+    if bare:
+        return 4, bare
+    if mode == "flexible":
+        number = _prose_number(tail)
+        if number:
+            return 5, number
+    return None, None
 
 
 def score_answers(groups: list[tuple[str, list[str]]], *, timeout_s: float = 1.0,
@@ -252,17 +446,37 @@ def _strip_nul(s: str) -> str:
     return s.replace("\x00", "")
 
 
+_GOLD_MARKERS = ("\\boxed", "\\fbox", "####", "<answer>", "$", "\\(", "\\[")
+
+
+def gold_answer_of(gold) -> str | None:
+    """The answer in a gold: the gold itself when it is a bare answer (``\\frac{1}{2}``,
+    ``\\text{Evelyn}``), else what strict extraction reads from it (a full solution with a
+    ``\\boxed{}`` or a ``####`` line, an answer in ``$...$``); the whole gold when that finds nothing."""
+    if gold is None:
+        return None
+    if not isinstance(gold, str):
+        gold = str(gold)
+    gold = _strip_nul(gold).strip()
+    if any(marker in gold for marker in _GOLD_MARKERS):
+        gold = extract_answer(gold, mode="strict") or gold
+    return gold or None
+
+
 @register_verifier("math")
 class MathVerifier(Verifier):
     """TRL reward function: 1.0 when the completion's final answer equals the gold, else 0.0.
 
     Options: ``gold_column`` (default ``"answer"``), ``timeout_s`` per item (default 1.0),
-    ``fallback_last_number`` (default True), ``warm_start`` (default True: start the worker pool
-    in the background on construction), ``gold_timeout_s`` (default ``max(timeout_s, 5.0)``: a
-    gold is trusted data, parsed once per group, and a cold parser can need ~1 s), ``name``.
+    ``mode`` (``"strict"``, the default: only an explicit final answer counts; ``"flexible"``: also
+    the last number standing alone in the prose, see ``extract_answer``), ``warm_start`` (default
+    True: start the worker pool in the background on construction), ``gold_timeout_s`` (default
+    ``max(timeout_s, 5.0)``: a gold is trusted data, parsed once per group, and a cold parser can
+    need ~1 s), ``name``. ``fallback_last_number`` is a deprecated alias of ``mode``
+    (True -> ``"flexible"``, False -> ``"strict"``).
 
     The gold may be a bare answer (``\\frac{1}{2}``) or a full solution: when it contains a
-    ``\\boxed{}`` or a ``####`` line, the answer is extracted from it first.
+    ``\\boxed{}``, a ``####`` line or a math span, the answer is extracted from it first.
 
     Scores: None when the gold is missing or unparsable (TRL skips it). A completion without an
     extractable answer, or whose check timed out, scores 0.0. Everything is counted in ``stats``:
@@ -270,26 +484,26 @@ class MathVerifier(Verifier):
     ``gold_unparsable``, ``gold_timeouts`` (plus the base counters).
     """
 
-    def __init__(self, *, gold_column: str = "answer", timeout_s: float = 1.0,
-                 fallback_last_number: bool = True, warm_start: bool = True,
+    def __init__(self, *, gold_column: str = "answer", timeout_s: float = 1.0, mode: str = "strict",
+                 fallback_last_number: bool | None = None, warm_start: bool = True,
                  gold_timeout_s: float | None = None, name: str | None = None):
         super().__init__(name=name)
+        self.mode = resolve_mode(mode, fallback_last_number, owner="get_verifier('math')")
+        if not timeout_s > 0:
+            raise ValueError(f"get_verifier('math'): timeout_s={timeout_s!r} must be > 0 seconds per item (e.g. 1.0)")
         self.gold_column = gold_column
         self.timeout_s = float(timeout_s)
         self.gold_timeout_s = gold_timeout_s
-        self.fallback_last_number = fallback_last_number
         if warm_start:  # start the worker pool (a few seconds) while the trainer generates
             threading.Thread(target=_warm_pool, name="math-verifier-warm-start", daemon=True).start()
 
+    @property
+    def fallback_last_number(self) -> bool:
+        """Deprecated view of ``mode``: True when ``mode == "flexible"``."""
+        return self.mode == "flexible"
+
     def gold_answer(self, gold) -> str | None:
-        if gold is None:
-            return None
-        if not isinstance(gold, str):
-            gold = str(gold)
-        gold = _strip_nul(gold).strip()
-        if "\\boxed" in gold or "\\fbox" in gold or "####" in gold or "<answer>" in gold:
-            gold = extract_answer(gold, fallback_last_number=False) or ""
-        return gold or None
+        return gold_answer_of(gold)
 
     def score_batch(self, prompts, completions: list[str], columns: dict) -> list[float | None]:
         n = len(completions)
@@ -304,7 +518,7 @@ class MathVerifier(Verifier):
             if gold is None:
                 self.stats["gold_missing"] += 1
                 continue
-            pred = extract_answer(completions[i], fallback_last_number=self.fallback_last_number)
+            pred = extract_answer(completions[i], mode=self.mode)
             if pred is None:
                 self.stats["no_answer"] += 1
                 scores[i] = 0.0

@@ -60,18 +60,43 @@ def test_extract_gold(solution, gold):
 
 
 PREDICTIONS = [
-    ("so 5 + 3 = 8\n#### 8", "8"),
-    ("The answer is $1,200.", "1,200"),
-    ("We get \\boxed{-7}.", "-7"),
-    ("<answer>12</answer>", "12"),
-    ("She pays 3 * 4 = 12 dollars, then 12 + 6 = 18 dollars.", "18"),
-    ("nothing numeric", None),
+    # (completion, strict, flexible)
+    ("so 5 + 3 = 8\n#### 8", "8", "8"),
+    ("The answer is $1,200.", "1,200", "1,200"),
+    ("We get \\boxed{-7}.", "-7", "-7"),
+    ("<answer>12</answer>", "12", "12"),
+    ("So $x = 18$.", "18", "18"),  # a labelled number in a math span
+    ("The answer is 18 dollars.", "18", "18"),
+    ("\\boxed{\\frac{3}{4}}", "\\frac{3}{4}", "\\frac{3}{4}"),
+    ("1 000", "1 000", "1 000"),  # nothing but a number
+    # only flexible guesses a number out of the prose
+    ("She pays 3 * 4 = 12 dollars, then 12 + 6 = 18 dollars.", None, "18"),
+    ("It costs $5 and then $10", None, "$10"),  # $ is money in GSM8K prose, not a math span
+    # never a number cut out of a word or out of LaTeX, in either mode
+    ("AZYUK2A", None, None),
+    ("\\boxed{\\frac{1+\\sqrt{5}}{2}}", None, None),
+    ("so x is \\frac{1+\\sqrt{5}}{2}", None, None),
+    ("nothing numeric", None, None),
 ]
 
 
-@pytest.mark.parametrize("text,expected", PREDICTIONS)
-def test_gsm8k_extract_answer(text, expected):
-    assert extract_answer(text) == expected
+@pytest.mark.parametrize("text,strict,flexible", PREDICTIONS)
+def test_gsm8k_extract_answer(text, strict, flexible):
+    assert extract_answer(text) == strict
+    assert extract_answer(text, mode="flexible") == flexible
+
+
+def test_gsm8k_modes_and_the_deprecated_alias():
+    # a rambling completion that mentions the gold number is paid only by the lenient mode
+    rambling = "First 7 apples, then 20 pears; I am not sure what to"
+    assert get_verifier("gsm8k")(completions=[rambling], answer=["20"]) == [0.0]
+    assert get_verifier("gsm8k", mode="flexible")(completions=[rambling], answer=["20"]) == [1.0]
+    assert parse_number("\\frac{3}{4}") == Fraction(3, 4) and parse_number("-\\dfrac{1}{2}") == Fraction(-1, 2)
+    with pytest.warns(DeprecationWarning):
+        v = get_verifier("gsm8k", fallback_last_number=True)
+    assert v.mode == "flexible" and v.fallback_last_number is True
+    with pytest.raises(ValueError, match="mode='loose' is not one of"):
+        get_verifier("gsm8k", mode="loose")
 
 
 def test_gsm8k_verifier_contract():
@@ -81,8 +106,9 @@ def test_gsm8k_verifier_contract():
     completions = ["#### 20", [{"role": "assistant", "content": "The answer is 20.0"}], "I think 21", "no idea", "20"]
     golds = [solution, solution, "20", "20", "n/a"]
     assert v(prompts=["q"] * 5, completions=completions, answer=golds) == [1.0, 1.0, 0.0, 0.0, None]
-    assert (v.stats["correct"], v.stats["incorrect"], v.stats["no_answer"], v.stats["gold_missing"]) == (2, 1, 1, 1)
-    w = pickle.loads(pickle.dumps(get_verifier("gsm8k", gold_column="target", fallback_last_number=False)))
+    # strict: "I think 21" states no answer (no_answer), it is not read as the answer 21
+    assert (v.stats["correct"], v.stats["incorrect"], v.stats["no_answer"], v.stats["gold_missing"]) == (2, 0, 2, 1)
+    w = pickle.loads(pickle.dumps(get_verifier("gsm8k", gold_column="target", mode="strict")))
     assert w(prompts=["q", "q"], completions=["#### 4", "it is 4"], target=["4", "4"]) == [1.0, 0.0]
 
 

@@ -14,38 +14,60 @@ from trl_grpo_plus.rewards.math import MathVerifier, extract_answer, is_equivale
 
 # ------------------------------------------------------------------------------------ extraction
 EXTRACTION = [
-    # (completion, expected answer) -- priority: boxed > <answer> > final answer > the answer > #### > last number
-    ("So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
-    ("nested \\boxed{\\frac{\\sqrt{3}}{\\left(2\\right)}} end", "\\frac{\\sqrt{3}}{\\left(2\\right)}"),
-    ("first \\boxed{1} then \\boxed{2}", "2"),  # the last box
-    ("\\fbox{7} is it", "7"),
-    ("brace-less: $\\boxed 5$", "5"),
-    ("empty \\boxed{} then \\boxed{3}", "3"),
-    ("\\boxed{4} but <answer>9</answer>", "4"),  # a box beats tags
-    ("<think>2+2=4</think><answer> 4 </answer>", "4"),
-    ("<answer>$\\frac{3}{4}$</answer>", "\\frac{3}{4}"),
-    ("Thus the final answer is $\\pi/2$. I hope", "\\pi/2"),
-    ("The final answer is 12.\nThe answer is 13", "12"),  # "final answer" outranks "the answer"
-    ("Final Answer: (1, 2)", "(1, 2)"),
-    ("The final answer is $\\$32,\\!348$.", "\\$32,\\!348"),  # an escaped dollar does not close $..$
-    ("So the answer is **42**.", "42"),
-    ("Natalia sold 48+24 = 72 clips.\n#### 72", "72"),
-    ("no anchor, numbers 3 and then 17.5 here.", "17.5"),
-    ("one-half is 1/2", "1/2"),
-    ("no numbers at all", None),
-    ("", None),
-    ("unbalanced \\boxed{\\frac{1}{2}", "2"),  # unbalanced box ignored; last-number fallback
+    # (completion, strict answer, flexible answer). Tier 1 (box group, <answer>, "final answer": the
+    # last stated wins) > tier 2 ("the answer is", ####) > tier 3 (last math span) > tier 4 (bare answer)
+    # > flexible only: the last number standing alone in the prose.
+    ("So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}", "\\frac{1}{2}"),
+    ("nested \\boxed{\\frac{\\sqrt{3}}{\\left(2\\right)}} end", "\\frac{\\sqrt{3}}{\\left(2\\right)}", None),
+    ("first \\boxed{1} then \\boxed{2}", "2", None),  # a word between boxes: separate answers, the last
+    ("\\fbox{7} is it", "7", None),
+    ("brace-less: $\\boxed 5$", "5", None),
+    ("empty \\boxed{} then \\boxed{3}", "3", None),
+    ("\\boxed{4} but <answer>9</answer>", "9", None),  # tier 1: the one stated last
+    ("<answer>9</answer> so \\boxed{4}", "4", None),
+    ("<think>2+2=4</think><answer> 4 </answer>", "4", None),
+    ("<answer>$\\frac{3}{4}$</answer>", "\\frac{3}{4}", None),
+    ("Thus the final answer is $\\pi/2$. I hope", "\\pi/2", None),
+    ("The final answer is 12.\nThe answer is 13", "12", None),  # "final answer" outranks "the answer"
+    ("Final Answer: (1, 2)", "(1, 2)", None),
+    ("The final answer is $\\$32,\\!348$.", "\\$32,\\!348", None),  # an escaped dollar does not close $..$
+    ("The final answer is 12,000,023. I hope it is correct.", "12,000,023", None),  # cut at the sentence end
+    ("Final Answer: The largest $n$ is 34.", "34", None),  # after the sentence's last "is"
+    ("So the answer is **42**.", "42", None),
+    ("The answer is 42 apples.", "42", None),
+    ("\\boxed{200} then \\boxed{255}. Final Answer: The final answer is $10,455$. I hope it is correct.",
+     "10,455", None),  # the final-answer sentence comes after the boxes
+    ("Natalia sold 48+24 = 72 clips.\n#### 72", "72", None),
+    ("We get $x = 3$ and then $y = 4$.", "y = 4", None),  # last math span
+    ("no anchor, numbers 3 and then 17.5 here.", None, "17.5"),
+    ("one-half is 1/2", None, "1/2"),
+    ("no numbers at all", None, None),
+    ("", None, None),
+    ("unbalanced \\boxed{\\frac{1}{2}", None, None),  # unbalanced box ignored; no number out of LaTeX
+    ("unbalanced \\boxed{\\frac{1}{2} so 7 it is", None, "7"),
+    ("1 000", "1 000", None),  # nothing but an answer: that answer, in strict mode too
 ]
 
 
-@pytest.mark.parametrize("text,expected", EXTRACTION)
-def test_extract_answer(text, expected):
-    assert extract_answer(text) == expected
+@pytest.mark.parametrize("text,strict,flexible", EXTRACTION)
+def test_extract_answer(text, strict, flexible):
+    assert extract_answer(text) == strict
+    assert extract_answer(text, mode="strict") == strict
+    assert extract_answer(text, mode="flexible") == (flexible if strict is None else strict)
 
 
-def test_extract_answer_without_fallback():
-    assert extract_answer("numbers 3 and 4", fallback_last_number=False) is None
-    assert extract_answer("numbers 3 and \\boxed{4}", fallback_last_number=False) == "4"
+def test_extract_answer_modes_and_the_deprecated_alias():
+    assert extract_answer("numbers 3 and 4") is None
+    assert extract_answer("numbers 3 and 4", mode="flexible") == "4"
+    assert extract_answer("numbers 3 and \\boxed{4}") == "4"
+    with pytest.warns(DeprecationWarning, match="mode='flexible'"):
+        assert extract_answer("numbers 3 and 4", fallback_last_number=True) == "4"
+    with pytest.warns(DeprecationWarning):
+        assert extract_answer("numbers 3 and 4", fallback_last_number=False) is None
+    with pytest.raises(ValueError, match="mode='lenient' is not one of"):
+        extract_answer("1", mode="lenient")
+    with pytest.raises(ValueError, match="contradicts fallback_last_number"), pytest.warns(DeprecationWarning):
+        extract_answer("1", mode="flexible", fallback_last_number=False)
 
 
 def test_extract_answer_handles_non_text():

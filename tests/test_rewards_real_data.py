@@ -35,17 +35,29 @@ def pool():
     return p
 
 
+# Full-MATH rows whose reference solution boxes several answers ("the answers are $\\boxed{-2}$ and
+# $\\boxed{1}$") while the dataset's gold keeps only the last box (checked by hand): five problems ask
+# for *all* solutions (idx 414, 2549, 2703, 4559, 4860), so the gold is incomplete; two (2716, 2912:
+# "enter only one of the foci, not both") ask for one, and the solution names both. Strict extraction
+# reads the set, which is not the gold: these score 0, by design.
+SEVERAL_BOXED_ANSWERS = {414, 2549, 2703, 2716, 2912, 4559, 4860}
+
+
 @pytest.mark.parametrize("name,expected_rows", [("math500_test.jsonl", 500), ("math_test_full.jsonl", 5000)])
 def test_math_reference_solutions_match_their_answers(shared_data, pool, name, expected_rows):
     rows = _rows(shared_data / "math" / name)
     assert len(rows) == expected_rows
-    extracted = [extract_answer(r["solution"], fallback_last_number=False) for r in rows]
+    extracted = [extract_answer(r["solution"], mode="strict") for r in rows]
     missing = [r["answer"] for r, e in zip(rows, extracted) if e is None]
     assert not missing, f"no answer extracted from {len(missing)} solutions: {missing[:10]}"
     results = pool.run([(r["answer"], [e]) for r, e in zip(rows, extracted)], 5.0)
-    failures = [(r["answer"], e, status, verdicts[0])
+    failures = [(r["idx"], r["answer"], e, status, verdicts[0])
                 for r, e, (status, verdicts) in zip(rows, extracted, results) if verdicts[0] is not True]
-    assert not failures, f"{len(failures)}/{len(rows)} failed: {failures[:20]}"
+    expected = {i for i in SEVERAL_BOXED_ANSWERS if i < len(rows)} if name == "math_test_full.jsonl" else set()
+    assert not [f for f in failures if f[0] not in expected], f"{len(failures)}/{len(rows)} failed: {failures[:20]}"
+    assert {f[0] for f in failures} == expected
+    for idx in expected:  # the gold is the last of the several boxed answers the solution states
+        assert extracted[idx].endswith(rows[idx]["answer"]) and ", " in extracted[idx], rows[idx]
 
 
 def test_math500_negative_control_has_no_false_positives(shared_data, pool):
