@@ -164,8 +164,7 @@ def _run(first, read_second, result_fd, workdirs, env):
         program_pid = os.fork()
         if program_pid == 0:  # the program's process: it never sees the tests
             try:
-                os.close(judge_fd)
-                os.close(result_fd)
+                (prog_fd,) = _keep_fds(prog_fd)
                 _stdin_to_devnull()
                 os.setsid()
                 _become(limits.get("uid"), workdirs[0], env, limits)
@@ -181,6 +180,7 @@ def _run(first, read_second, result_fd, workdirs, env):
         judge_pid = os.fork()
         if judge_pid == 0:  # the judge's process: tests, expected values, the result channel
             try:
+                judge_fd, result_fd = _keep_fds(judge_fd, result_fd)
                 _stdin_to_devnull()
                 os.setsid()
                 record = _recorder(second["key"], result_fd)
@@ -201,6 +201,7 @@ def _run(first, read_second, result_fd, workdirs, env):
     pid = os.fork()
     if pid == 0:  # one process: the in-process judge, or the stdin/stdout cases' runner
         try:
+            (result_fd,) = _keep_fds(result_fd)
             _stdin_to_devnull()
             os.setsid()
             _become(limits.get("uid"), workdirs[0], env, limits)
@@ -213,6 +214,19 @@ def _run(first, read_second, result_fd, workdirs, env):
         finally:
             os._exit(0)
     return pid, [pid]
+
+
+def _keep_fds(*fds):
+    """Close every descriptor but 0, 1, 2 and ``fds``, which move to 3, 4, ...; -> their new numbers.
+    Run in a job's process before anything else, so the program holds nothing of the leader's
+    (the reply pipe to the host, the other side's socket, the result channel)."""
+    import fcntl
+
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]
+    for k, fd in enumerate(high):
+        os.dup2(fd, 3 + k)
+    os.closerange(3 + len(fds), 1 << 16)
+    return list(range(3, 3 + len(fds)))
 
 
 def _harness_failure(exc):
@@ -254,16 +268,20 @@ def _main():
     if os.getuid() != 0:
         _prctl_hardening()  # the tests will sit in this process's memory: same uid as the program
     workdir = limits.get("chdir") or os.getcwd()
-    if os.getuid() == 0 and limits.get("uid") is not None:
-        os.chown(workdir, limits["uid"], limits["uid"])
-    judge_dir = workdir
-    if os.getuid() == 0 and limits.get("judge_uid") is not None:
-        judge_dir = os.path.join(workdir, ".judge")
-        os.mkdir(judge_dir, 0o700)
-        os.chown(judge_dir, limits["judge_uid"], limits["judge_uid"])
+    workdirs = (workdir, workdir)
+    if os.getuid() == 0:  # a dir per uid under a root-owned base the job cannot change
+        os.chmod(workdir, 0o711)
+        dirs = []
+        for name, uid in (("p", limits.get("uid")), ("j", limits.get("judge_uid"))):
+            if uid is not None:
+                d = os.path.join(workdir, name)
+                os.mkdir(d, 0o700)
+                os.chown(d, uid, uid)
+                dirs.append(d)
+        workdirs = (dirs + [workdir, workdir])[:2] if len(dirs) == 2 else ((dirs or [workdir])[0],) * 2
     start = time.monotonic()
     main_pid, pids = _run(first, lambda: marshal.loads(_read_frame(0)), first["result_fd"],
-                          (workdir, judge_dir), None)
+                          workdirs, None)
     os.close(first["result_fd"])
     _stdin_to_devnull()
     _wait(main_pid, start + float(limits["wall_s"]) + 0.5)
@@ -367,11 +385,11 @@ def _lead(n, setup):
         if left <= 0:
             timed_out = True
             break
-        exited = False
         if status is None:
             wpid, st = os.waitpid(main_pid, os.WNOHANG)
             if wpid:
-                status, exited = st, True  # what it wrote is already in the pipes
+                status = st  # what it wrote is already in the pipes
+        exited = status is not None
         ready, _, _ = select.select(open_fds, [], [], 0 if exited else min(left, 0.05))
         for fd in ready:
             chunk = os.read(fd, 1 << 16)

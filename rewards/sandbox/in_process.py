@@ -6,6 +6,10 @@ and forge records). The default is the isolated judge (:mod:`.judge`).
 """
 
 
+import os
+import sys
+
+
 def _run_job(payload, record, limits, result_fd):
     """Runs in the process that executes user code, after the privilege drop and the rlimits.
 

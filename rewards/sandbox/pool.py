@@ -175,14 +175,19 @@ class _ForkServer:
                 buf += chunk
         return bytes(buf)
 
-    def _recv(self, deadline: float):
+    def _recv(self, deadline: float, max_bytes: int = 1 << 31):
         size = int.from_bytes(self._read(8, deadline), "big")
+        if size > max_bytes:
+            raise EOFError(f"fork server sent a {size}-byte reply (limit {max_bytes}): closing it")
         return marshal.loads(self._read(size, deadline))
 
-    def run(self, frames: bytes, deadline: float) -> dict:
+    def run(self, frames: bytes, deadline: float, max_bytes: int) -> dict:
         self.proc.stdin.write(frames)
         self.proc.stdin.flush()
-        return self._recv(deadline)
+        reply = self._recv(deadline, max_bytes)
+        if not isinstance(reply, dict) or not {"out", "err", "res", "timed_out", "exit"} <= reply.keys():
+            raise EOFError("fork server sent a malformed reply: closing it")
+        return reply
 
     def stderr_tail(self) -> str:
         try:
@@ -253,7 +258,8 @@ def run_forkserver(iso: Isolation, job: Job) -> TestReport:
                                "interpreter per program instead", iso.layer, exc)
             return run_fresh(iso, job)
         try:
-            reply = server.run(data, deadline=start + job.timeout_s + 5.0)
+            reply = server.run(data, deadline=start + job.timeout_s + 5.0,
+                               max_bytes=limits["result_cap"] + 4 * TAIL_BYTES + 4096)
         except TimeoutError:
             server.close()
             return build_report(iso, key, job, b"", b"", b"", True, None, time.monotonic() - start)

@@ -52,8 +52,9 @@ def serve_program(fd, program, monotonic, describe):
         return objects[ref]
 
     def reply(msg):
+        _flush()  # before the judge can finish: the program's process is killed when it does
         try:
-            body = encode_plain(msg, handle=handle)
+            body = encode_plain(msg, handle=handle, convert=_plain_stand_in)
         except NotPlainData as exc:
             body = encode_plain(("bad", str(exc)))
         send_frame(fd, body)
@@ -132,3 +133,43 @@ def _message(exc):
         return str(exc)[-1500:]
     except BaseException:  # an exception whose __str__ raises
         return ""
+
+
+def _flush():
+    """What the program printed reaches the host even when its process is killed at the end."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+_PLAIN_BASES = ((bool, bool), (int, int.__int__), (float, float.__float__), (complex, complex),
+                (str, str.__str__), (bytes, bytes), (list, list), (tuple, tuple), (dict, dict),
+                (set, set), (frozenset, frozenset))
+
+
+def _plain_stand_in(x):
+    """A value of a subclass of a plain type as its base value (``Counter`` -> ``dict``, a namedtuple
+    -> ``tuple``, ``IntEnum`` -> ``int``), and a numpy scalar or array as ``.item()`` / ``.tolist()``:
+    what an honest comparison with plain data would see. Anything else: ``x`` itself (a handle).
+    This runs in the program's process, so it is a convenience, not a defence: the judge only ever
+    decodes exact plain types."""
+    for base, make in _PLAIN_BASES:
+        if isinstance(x, base):
+            try:
+                return make(x)
+            except BaseException:
+                return x
+    module = getattr(type(x), "__module__", "")
+    if type(module) is str and module.split(".")[0] == "numpy":
+        for name in ("tolist", "item"):
+            fn = getattr(x, name, None)
+            if fn is not None:
+                try:
+                    return fn()
+                except BaseException:
+                    pass
+    return x

@@ -42,20 +42,21 @@ class MalformedData(ValueError):
     """Bytes that are not a well-formed plain-data message."""
 
 
-def encode_plain(value, *, handle=None, max_depth=MAX_DEPTH, max_bytes=MAX_BYTES):
-    """``value`` -> bytes. ``handle(obj) -> (id, flags, type_name)`` turns a non-plain value into an
-    opaque reference; without it such a value raises :class:`NotPlainData` naming its type and where
-    it sits (``value[2]['key']``)."""
+def encode_plain(value, *, handle=None, convert=None, max_depth=MAX_DEPTH, max_bytes=MAX_BYTES):
+    """``value`` -> bytes. For a value that is not plain data, ``convert(obj)`` may return a plain
+    stand-in (the program's side turns a ``Counter`` into a ``dict``), then ``handle(obj) -> (id, flags,
+    type_name)`` turns it into an opaque reference; without them such a value raises
+    :class:`NotPlainData` naming its type and where it sits (``value[2]['key']``)."""
     out = bytearray()
     try:
-        _encode(value, out, handle, max_depth, max_bytes)
+        _encode(value, out, handle, max_depth, max_bytes, convert)
     except NotPlainData as exc:
         where = "value" + "".join("[%.40r]" % k for k in reversed(getattr(exc, "path", [])))
         raise NotPlainData("%s: %s" % (where, exc.args[0])) from None
     return bytes(out)
 
 
-def _encode(x, out, handle, depth, max_bytes):
+def _encode(x, out, handle, depth, max_bytes, convert=None):
     t = type(x)
     if x is None:
         out += b"N"
@@ -83,16 +84,18 @@ def _encode(x, out, handle, depth, max_bytes):
         try:
             if t is dict:
                 for key, v in x.items():
-                    _encode(key, out, handle, depth - 1, max_bytes)
-                    _encode(v, out, handle, depth - 1, max_bytes)
+                    _encode(key, out, handle, depth - 1, max_bytes, convert)
+                    _encode(v, out, handle, depth - 1, max_bytes, convert)
             else:
                 for key, item in enumerate(x):
-                    _encode(item, out, handle, depth - 1, max_bytes)
+                    _encode(item, out, handle, depth - 1, max_bytes, convert)
         except NotPlainData as exc:
             if not hasattr(exc, "path"):
                 exc.path = []
             exc.path.append(key)
             raise
+    elif convert is not None and convert(x) is not x:
+        _encode(convert(x), out, handle, depth - 1, max_bytes, None)
     elif handle is not None:
         ref, flags, type_name = handle(x)
         name = str(type_name).encode("utf-8", "replace")[:200]
