@@ -8,6 +8,7 @@ from .advantages import STD_ESTIMATORS, advantage_stats, constant_groups, group_
 from .aggregation import MODE_FOR_LOSS_TYPE, MODES, aggregate, aggregate_parts
 from .kl import KL_ESTIMATORS, kl_estimate
 from .policy_loss import clip_counts, clipped_surrogate
+from .process import normalized_step_rewards, process_advantages, token_advantages
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -22,4 +23,7 @@ __all__ = [
     "constant_groups",
     "group_advantages",
     "kl_estimate",
+    "normalized_step_rewards",
+    "process_advantages",
+    "token_advantages",
 ]
