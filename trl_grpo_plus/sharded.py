@@ -35,6 +35,15 @@ def _gathered(tensors: list[torch.Tensor], modify: bool) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def writable(tensors: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Inside, in-place writes to ``tensors`` last: ZeRO-3 parameters are gathered and rank 0's values are written
+    back to every partition on exit (a write to a bare ZeRO-3 parameter is lost at its next gather, even for one
+    small enough to stay resident); DTensors and plain tensors are written as they are (a DTensor: its local shard)."""
+    with _gathered(list(tensors), modify=True):
+        yield
+
+
 def full_values(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """``{name: full value on CPU}`` of parameters / buffers, gathering the sharded ones (a collective)."""
     named = list(named)
@@ -66,15 +75,16 @@ def layout_mismatch(source: torch.nn.Module, target: torch.nn.Module) -> str | N
 
     TRL's ``SyncRefModelCallback.sync_target_model`` copies ``param.data`` pairwise, which for DTensors copies local
     shards: correct exactly when each pair has the same shape, mesh and placements (as when TRL's ``prepare_fsdp``
-    shards the reference like the policy).
+    shards the reference like the policy). Plain tensors and ZeRO-3 partitions (gathered by that function) pass.
     """
     ours, theirs = list(source.named_parameters()), list(target.named_parameters())
     if len(ours) != len(theirs):
         return f"the policy has {len(ours)} parameters and the reference {len(theirs)}"
     for (name, a), (_, b) in zip(ours, theirs):
-        if a.shape != b.shape or isinstance(a, DTensor) != isinstance(b, DTensor):
-            return f"parameter {name!r} is {_describe(a)} in the policy but {_describe(b)} in the reference"
-        if isinstance(a, DTensor) and (a.device_mesh != b.device_mesh or a.placements != b.placements):
+        if not isinstance(a, DTensor) and not isinstance(b, DTensor):
+            continue  # full tensors, or ZeRO-3 partitions (which sync_target_model gathers first)
+        if (not isinstance(a, DTensor) or not isinstance(b, DTensor) or a.shape != b.shape
+                or a.device_mesh != b.device_mesh or a.placements != b.placements):
             return f"parameter {name!r} is {_describe(a)} in the policy but {_describe(b)} in the reference"
     return None
 

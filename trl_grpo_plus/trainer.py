@@ -49,7 +49,7 @@ from .algos.aggregation import MODE_FOR_LOSS_TYPE, aggregate_parts
 from .algos.kl import kl_estimate
 from .algos.policy_loss import clip_counts, clipped_surrogate
 from .config import OWN_LOSS_TYPES, GRPOPlusConfig
-from .sharded import full_values, layout_mismatch, load_full_values
+from .sharded import full_values, layout_mismatch, load_full_values, writable
 
 logger = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
 def _copy_adapter(model, source: str, target: str) -> None:
     """Copy every parameter of PEFT adapter ``source`` into adapter ``target`` (same config)."""
     params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, param in params.items():
-            if f".{source}." in name:
-                params[name.replace(f".{source}.", f".{target}.")].copy_(param)
+    pairs = [(params[name.replace(f".{source}.", f".{target}.")], p) for name, p in params.items() if f".{source}." in name]
+    with torch.no_grad(), writable([t for pair in pairs for t in pair]):  # ZeRO-3: gathered, written back
+        for target_param, param in pairs:
+            target_param.copy_(param)
