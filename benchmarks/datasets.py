@@ -9,9 +9,8 @@ Every benchmark loads from the Hugging Face Hub by default and from a local JSON
 | ``math500`` | ``HuggingFaceH4/MATH-500`` (``test``) | 500 | ``problem``, ``answer``, ``subject``, ``level``, ``unique_id`` |
 | ``math`` | ``EleutherAI/hendrycks_math`` (7 subject configs, ``test``) | 5000 | ``problem``, ``solution``, ``type``/``subject``, ``level`` |
 
-Few-shot exemplars come from the benchmark's *train* split (the first ``k`` rows, fixed):
-``openai/gsm8k`` ``main``/``train`` for GSM8K, ``EleutherAI/hendrycks_math`` ``train`` (subject
-configs in the order of :data:`HENDRYCKS_CONFIGS`) for both MATH benchmarks.
+Few-shot exemplars are not drawn from a train split: each prompt preset ships its own (see
+``presets.py``; the DeepSeekMath exemplars live in ``trl_grpo_plus/assets/prompts``).
 
 Full MATH from ``EleutherAI/hendrycks_math`` has no ``answer`` column: the gold is the content of the
 last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``solution``, braces balanced. A row that already has
@@ -64,12 +63,8 @@ class BenchmarkSpec:
     hub_id: str
     hub_configs: tuple[str | None, ...]
     test_split: str
-    train_split: str
-    train_hub_id: str
-    train_hub_configs: tuple[str | None, ...]
     verifier: str  # name in trl_grpo_plus.rewards
     question_field: str
-    default_fewshot_k: int
     to_example: Callable[[dict, int, str], Example]
 
 
@@ -202,12 +197,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         hub_id="openai/gsm8k",
         hub_configs=("main",),
         test_split="test",
-        train_split="train",
-        train_hub_id="openai/gsm8k",
-        train_hub_configs=("main",),
         verifier="gsm8k",
         question_field="question",
-        default_fewshot_k=8,
         to_example=gsm8k_example,
     ),
     "math": BenchmarkSpec(
@@ -215,12 +206,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         hub_id="EleutherAI/hendrycks_math",
         hub_configs=HENDRYCKS_CONFIGS,
         test_split="test",
-        train_split="train",
-        train_hub_id="EleutherAI/hendrycks_math",
-        train_hub_configs=HENDRYCKS_CONFIGS,
         verifier="math",
         question_field="problem",
-        default_fewshot_k=4,
         to_example=math_example,
     ),
     "math500": BenchmarkSpec(
@@ -228,12 +215,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         hub_id="HuggingFaceH4/MATH-500",
         hub_configs=(None,),
         test_split="test",
-        train_split="train",
-        train_hub_id="EleutherAI/hendrycks_math",
-        train_hub_configs=HENDRYCKS_CONFIGS,
         verifier="math",
         question_field="problem",
-        default_fewshot_k=4,
         to_example=math_example,
     ),
 }
@@ -343,37 +326,3 @@ def load_examples(
         raw = load_hub_rows(spec.hub_id, spec.hub_configs, spec.test_split)
     examples = to_examples(raw, benchmark, to_example)
     return examples[:limit] if limit else examples
-
-
-def load_fewshot(
-    benchmark: str,
-    k: int,
-    *,
-    fewshot_file: str | os.PathLike | None = None,
-) -> list[Example]:
-    """The first ``k`` exemplars of ``fewshot_file`` (same fields as the benchmark), else of the
-    benchmark's train split on the hub. Exemplars need a reference solution."""
-    spec = get_spec(benchmark)
-    if k <= 0:
-        return []
-    if fewshot_file is not None:
-        raw = read_jsonl(fewshot_file)
-    else:
-        raw = []
-        for config in spec.train_hub_configs:  # stop early: only the first k rows are needed
-            raw.extend(load_hub_rows(spec.train_hub_id, (config,), spec.train_split))
-            if len(raw) >= k:
-                break
-    examples = to_examples(raw[:k], benchmark)
-    if len(examples) < k:
-        raise BenchmarkDataError(
-            f"{benchmark}: {k} few-shot exemplars requested but the source has only {len(examples)}. "
-            "Lower --num-fewshot or give a longer --fewshot-file."
-        )
-    for ex in examples:
-        if not ex.solution:
-            raise BenchmarkDataError(
-                f"{benchmark}: few-shot exemplar {ex.id!r} has no reference solution ('answer' for GSM8K, "
-                "'solution' for MATH); exemplars need one."
-            )
-    return examples

@@ -166,3 +166,23 @@ def breakdown(rows: Sequence[dict], key: Callable[[dict], object]) -> dict[str, 
         xs = groups[g]
         out[g] = {"n": len(xs), "correct": int(sum(xs)), "accuracy": _mean(xs), "ci95": list(wilson_interval(sum(xs), len(xs)))}
     return out
+
+
+def mode_summary(rows: Sequence[dict], *, ks: Iterable[int] | None = None) -> dict:
+    """Point metrics of one scoring mode (rows with ``scores`` and ``answers``): top-1 accuracy with
+    its Wilson interval, and for ``n > 1`` avg@n, pass@k and maj@k (no bootstrap: the headline
+    mode's intervals are in the main summary)."""
+    if not rows:
+        return {"num_problems": 0}
+    n = min(len(r["scores"]) for r in rows)
+    correct = [[as_correct(s) for s in r["scores"][:n]] for r in rows]
+    top1 = [c[0] for c in correct]
+    out: dict = {"accuracy": _mean(top1), "accuracy_ci95": list(wilson_interval(sum(top1), len(top1))),
+                 "correct": int(sum(top1)), "num_problems": len(rows),
+                 "no_answer": sum(a is None for r in rows for a in r["answers"][:n])}
+    if n > 1:
+        k_list = sorted({k for k in (ks or default_ks(n)) if 1 <= k <= n})
+        out["avg@n"] = _mean([_mean(c) for c in correct])
+        out["pass@k"] = {str(k): _mean([pass_at_k(n, int(sum(c)), k) for c in correct]) for k in k_list}
+        out["maj@k"] = {str(k): _mean([maj_at_k(r["answers"][:n], r["scores"][:n], k) for r in rows]) for k in k_list}
+    return out

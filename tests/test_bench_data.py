@@ -1,4 +1,4 @@
-"""Benchmark datasets (gold extraction per dataset, bad input) and prompt presets."""
+"""Benchmark datasets: gold extraction per dataset, bad input, hub sources (prompts: test_bench_presets.py)."""
 
 import json
 
@@ -12,10 +12,8 @@ from trl_grpo_plus.benchmarks.datasets import (
     gsm8k_rationale,
     last_boxed,
     load_examples,
-    load_fewshot,
     parse_level,
 )
-from trl_grpo_plus.benchmarks.prompts import BOXED_INSTRUCTION, build_preset, truncate_at_stop
 
 # Our own toy rows in each source format (not copied from the public datasets).
 GSM8K_ROWS = [
@@ -136,61 +134,6 @@ def test_duplicate_ids_rejected():
         load_examples("math500", rows=[dict(MATH500_ROW, unique_id="a"), dict(MATH500_ROW, unique_id="a")])
 
 
-def test_fewshot_from_file_takes_first_k(tmp_path):
-    f = tmp_path / "shots.jsonl"
-    f.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
-    shots = load_fewshot("gsm8k", 1, fewshot_file=f)
-    assert [s.gold for s in shots] == ["7"]
-    with pytest.raises(BenchmarkDataError, match="only 2"):
-        load_fewshot("gsm8k", 3, fewshot_file=f)
-
-
-# ------------------------------------------------------------------------------ prompt presets
-
-
-def test_gsm8k_fewshot_rendering():
-    shots = load_examples("gsm8k", rows=GSM8K_ROWS)
-    preset = build_preset("gsm8k", "fewshot", shots)
-    text = preset.render("How many legs do 2 cats have?")
-    assert text == (
-        "Q: Ann has 3 pens and buys 4 more. How many pens?\nA: 3 + 4 = 7 pens. The answer is 7.\n\n"
-        "Q: A box holds 1,200 nails; 200 are used. How many remain?\n"
-        "A: 1,200 - 200 = 1,000 So 1,000 remain. The answer is 1000.\n\n"
-        "Q: How many legs do 2 cats have?\nA:"
-    )
-    assert "\nQ:" in preset.stop
-
-
-def test_math_fewshot_rendering():
-    shots = load_examples("math", rows=[HENDRYCKS_ROW])
-    preset = build_preset("math", "fewshot", shots)
-    text = preset.render("Find $x$.")
-    assert text == (
-        "Problem:\nCompute $\\frac{2}{4}$.\n\nSolution:\nWe have $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$.\n"
-        "Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.\n\n"
-        "Problem:\nFind $x$.\n\nSolution:"
-    )
-    assert preset.stop == ("\nProblem:", "I hope it is correct.")
-    # the completion is cut before the stop text but keeps the final-answer sentence
-    out = truncate_at_stop("x = 2.\nFinal Answer: The final answer is $2$. I hope it is correct.\n\nProblem: more", preset.stop)
-    assert out == "x = 2.\nFinal Answer: The final answer is $2$. "
-
-
-def test_chat_rendering_uses_the_chat_template():
-    from trl_grpo_plus.tiny import build_tokenizer
-
-    tok = build_tokenizer()
-    preset = build_preset("math500", "chat")
-    text = preset.render("What is 2+2?", tok)
-    assert text == f"<|im_start|>user\nWhat is 2+2?\n{BOXED_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n"
-    assert preset.stop == ()
-    tok.chat_template = None
-    with pytest.raises(BenchmarkDataError, match="chat template"):
-        preset.render("x", tok)
-    with pytest.raises(BenchmarkDataError, match="Unknown prompt preset 'zero'"):
-        build_preset("gsm8k", "zero")
-
-
 def test_example_is_hashable_and_frozen():
     e = Example(id="a", question="q", gold="1")
     with pytest.raises(Exception):
@@ -223,9 +166,6 @@ def test_hub_ids_configs_and_splits(monkeypatch):
     full = load_examples("math")
     assert [c[0] for c in calls] == ["EleutherAI/hendrycks_math"] * 7 and {c[2] for c in calls} == {"test"}
     assert [e.subject for e in full][:2] == ["algebra", "counting_and_probability"] and len(full) == 7
-    calls.clear()
-    shots = load_fewshot("math500", 4)  # exemplars: MATH train split, first k rows
-    assert len(shots) == 4 and calls[0] == ("EleutherAI/hendrycks_math", "algebra", "train")
 
 
 def test_hub_failure_says_use_data_file(monkeypatch):

@@ -72,10 +72,11 @@ def test_evaluate_in_process_with_model_object(tiny, tmp_path):
     for name in ("results.jsonl", "summary.json", "report.md", "plot.png", "config.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert json.loads((tmp_path / "summary.json").read_text())["num_problems"] == 5
-    assert "| accuracy (top-1), 0/5 |" in (tmp_path / "report.md").read_text()
+    assert "| accuracy (top-1, strict), 0/5 |" in (tmp_path / "report.md").read_text()
     # a second call resumes: nothing left to generate, same summary
     s2 = evaluate("gsm8k", model, tok, rows=rows, max_new_tokens=6, batch_size=2, output_dir=str(tmp_path), progress=False)
-    assert s2["throughput"]["problems_generated_this_run"] == 0 and s2["num_problems"] == 5
+    # (nothing generated: the throughput record of the run that generated the rows is kept)
+    assert s2["throughput"] == s["throughput"] and s2["num_problems"] == 5
     # different settings in the same directory are refused
     with pytest.raises(ValueError, match="max_new_tokens: 6 -> 7"):
         evaluate("gsm8k", model, tok, rows=rows, max_new_tokens=7, output_dir=str(tmp_path), progress=False)
@@ -89,11 +90,11 @@ def test_evaluate_scores_correct_answers_with_the_real_verifier(tiny):
     orig = HFBackend.generate_batch
 
     # replace generation only: the gold (or a wrong number) comes back as the completion
-    def fake_generate_batch(self, prompts, params):
+    def fake_generate_batch(self, prompts, params, keys=None, on_finished=None):
         from trl_grpo_plus.benchmarks.generation import Sample
 
         out = []
-        for p in prompts:
+        for p in (tok.decode(ids) for ids in prompts):
             q = next(q for q in golds if q in p)
             ans = golds[q] if int(golds[q]) % 4 == 3 else "0"
             out.append([Sample(text=f"So the answer is \\boxed{{{ans}}}.", num_tokens=5, finish_reason="stop")])
@@ -201,5 +202,6 @@ def test_fewshot_preset_end_to_end(tiny, tmp_path):
     shots.write_text("".join(json.dumps(r) + "\n" for r in toy_gsm8k_rows(10)[5:]))
     s = evaluate("gsm8k", model, tok, rows=toy_gsm8k_rows(3), prompt="fewshot", fewshot_file=str(shots), num_fewshot=2,
                  max_new_tokens=4, progress=False, return_rows=True)
-    assert s["config"]["num_fewshot"] == 2 and s["config"]["stop"] == ["\nQ:", "\n\n\n"]
+    assert s["config"]["num_fewshot"] == 2 and s["config"]["stop"] == ["\nQ:"]
+    assert s["config"]["prompt"] == "deepseek-fewshot"  # "fewshot" is its alias
     assert all("\nQ:" not in r["completions"][0] for r in s["rows"])
