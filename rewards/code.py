@@ -12,6 +12,14 @@ as ``prompt + completion`` when the row has a ``prompt`` string.
 
 A row without tests, or a run the sandbox itself could not start, scores ``None`` (TRL skips it) and
 is counted in ``stats``. A program that fails, times out or forges a record scores 0 for those tests.
+
+Tests are judged in a process apart from the program (``judge="isolated"``, the default; see
+:mod:`trl_grpo_plus.rewards.sandbox.judge`): only plain data crosses, so neither an always-equal return
+value nor a frame walk to the expected value can pay. A sample whose tests need an object's behaviour
+across that line is ``unjudgeable``: it scores ``None`` (``on_unjudgeable="none"``, TRL leaves it out)
+or ``0.0`` (``on_unjudgeable="zero"``), and is counted in ``stats["status_unjudgeable"]``.
+``judge="in_process"`` runs the tests in the program's interpreter (the classic harness, with known
+holes: ``docs/sandbox.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import re
 
 from .base import Verifier
 from .registry import register_verifier
-from .sandbox import TestReport, probe_isolation, run_many, run_tests
+from .sandbox import JUDGES, TestReport, probe_isolation, run_many, run_tests
 
 __all__ = ["CodeVerifier", "TestReport", "extract_program", "probe_isolation", "run_many", "run_tests"]
 
@@ -45,13 +53,24 @@ class CodeVerifier(Verifier):
     """TRL reward function over the sandbox. Options: ``tests_column`` (default ``"tests"``),
     ``binary``, ``timeout_s``, ``memory_mb``, ``workers`` (default: CPU cores), ``float_tol``,
     ``isolation`` (``auto``/``bwrap``/``unshare``/``none``), ``allow_unsafe``, ``progress``,
-    ``eq_guard`` (fail comparisons with a program-defined ``__eq__``; see :func:`run_tests`)."""
+    ``judge`` (``isolated``, default, or ``in_process``), ``on_unjudgeable`` (``none``, default, or
+    ``zero``), ``eq_guard`` (in-process judge only: fail comparisons with a program-defined
+    ``__eq__``; see :func:`run_tests`)."""
 
     def __init__(self, *, tests_column: str = "tests", binary: bool = False, timeout_s: float = 5.0,
                  memory_mb: int = 1024, workers: int | None = None, float_tol: float | None = None,
                  isolation: str = "auto", allow_unsafe: bool = False, progress: bool | None = None,
-                 eq_guard: bool = True, name: str | None = None):
+                 eq_guard: bool = True, judge: str = "isolated", on_unjudgeable: str = "none",
+                 name: str | None = None):
         super().__init__(name=name)
+        if judge not in JUDGES:
+            raise ValueError(f"judge={judge!r}: expected 'isolated' (tests in a process of their own, the default) "
+                             f"or 'in_process' (tests share the program's interpreter; see docs/sandbox.md).")
+        if on_unjudgeable not in ("none", "zero"):
+            raise ValueError(f"on_unjudgeable={on_unjudgeable!r}: expected 'none' (score None, TRL leaves the sample "
+                             f"out; the default) or 'zero' (score 0.0).")
+        self.judge = judge
+        self.on_unjudgeable = on_unjudgeable
         self.tests_column = tests_column
         self.binary = binary
         self.timeout_s = timeout_s
@@ -83,12 +102,15 @@ class CodeVerifier(Verifier):
             program = prompt + program
         return dict(program=program, tests=tests, entry_point=entry_point, setup_code=setup,
                     timeout_s=self.timeout_s, memory_mb=self.memory_mb, float_tol=self.float_tol,
-                    isolation=self.isolation, allow_unsafe=self.allow_unsafe, eq_guard=self.eq_guard)
+                    isolation=self.isolation, allow_unsafe=self.allow_unsafe, eq_guard=self.eq_guard,
+                    judge=self.judge)
 
     def score_report(self, report: TestReport) -> float | None:
         if report.status in ("sandbox_error", "no_tests"):
             return None
         self.stats[f"status_{report.status}"] += 1
+        if report.status == "unjudgeable":
+            return None if self.on_unjudgeable == "none" else 0.0
         if self.binary:
             return 1.0 if report.passed else 0.0
         return report.fraction

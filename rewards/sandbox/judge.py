@@ -8,8 +8,8 @@ plain data or another opaque proxy: never an object whose behaviour the program 
 ``__eq__`` that always says yes, a patched ``math.isclose`` or a frame walk that reads the expected
 value cannot reach this process.
 
-What a proxy can do: be called, be passed back as an argument, have attributes read (``obj.x``),
-be iterated (a returned generator or iterator is drained one item per request). What it cannot do
+What a proxy can do: be called, be passed back as an argument, have attributes read and set
+(``obj.x``, ``obj.x = 1`` with a plain value or another proxy: MBPP builds trees this way), be iterated (a returned generator or iterator is drained one item per request). What it cannot do
 is take part in a judgement: comparing, hashing, truth-testing, ``len``, ``str``, arithmetic or
 indexing a proxy raises :class:`Unjudgeable`, and the test is reported as *unjudgeable* rather than
 failed or passed. Arguments the test passes must be plain data or proxies; a lambda or an instance
@@ -116,6 +116,16 @@ def _unjudgeable(what):
     return refuse
 
 
+def _remote_unary(op, result_type):
+    def ask(self):
+        value = object.__getattribute__(self, "_channel").result(("unary", self, op))[0]
+        if type(value) is not result_type:
+            raise Unjudgeable("%s() of a %s from the program gave a %s, not a %s"
+                              % (op, object.__getattribute__(self, "_type"), type(value).__name__, result_type.__name__))
+        return value
+    return ask
+
+
 class Remote:
     """An object that lives in the program's process: callable, iterable, attributes readable."""
 
@@ -152,17 +162,29 @@ class Remote:
         return "<program object: %s>" % object.__getattribute__(self, "_type")
 
     def __setattr__(self, name, value):
-        raise Unjudgeable("the test sets an attribute of a %s from the program" % object.__getattribute__(self, "_type"))
+        object.__getattribute__(self, "_channel").result(("setattr", self, name, value))
 
+    # Unary questions about the object alone: the program could have returned the answer itself, so
+    # asking it gives a test nothing it would not trust anyway. Nothing of the test's goes along.
+    __bool__ = _remote_unary("bool", bool)
+    __len__ = _remote_unary("len", int)
+    __str__ = _remote_unary("str", str)
+    __int__ = _remote_unary("int", int)
+    __index__ = _remote_unary("index", int)
+    __float__ = _remote_unary("float", float)
+
+    def __getitem__(self, key):  # the key is an input, like a call's argument
+        return object.__getattribute__(self, "_channel").result(("getitem", self, key))[0]
+
+    # Everything that would send one of the test's values (an expected one, typically) to the
+    # program, or that needs the object's behaviour against it: never asked, unjudgeable.
     __eq__ = _unjudgeable("compares")
     __ne__ = _unjudgeable("compares")
     __lt__ = __le__ = __gt__ = __ge__ = _unjudgeable("orders")
     __hash__ = _unjudgeable("hashes")
-    __bool__ = _unjudgeable("truth-tests")
-    __len__ = _unjudgeable("takes the len of")
-    __str__ = __format__ = __bytes__ = _unjudgeable("formats")
-    __int__ = __float__ = __complex__ = __index__ = __round__ = _unjudgeable("converts")
-    __contains__ = __getitem__ = __setitem__ = __delitem__ = _unjudgeable("indexes")
+    __format__ = __bytes__ = _unjudgeable("formats")
+    __complex__ = __round__ = _unjudgeable("converts")
+    __contains__ = __setitem__ = __delitem__ = _unjudgeable("looks inside")
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = \
         __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = \
         __abs__ = __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __invert__ = \
@@ -181,6 +203,22 @@ def _update_in_place(target, value):
     elif t is set and type(value) is set:
         target.clear()
         target.update(value)
+
+
+def _names_in(sources):
+    """Every identifier the tests mention (bare names and attribute roots), read without running them."""
+    import ast
+
+    names = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+    return names
 
 
 def run_judge(fd, tests, setup, record, deadline, monotonic, describe):
@@ -208,12 +246,30 @@ def run_judge(fd, tests, setup, record, deadline, monotonic, describe):
         record("done", 0, True, 0.0, "")
         return
     namespace = {"__name__": "__main__", "__builtins__": builtins}
+    mentioned = _names_in(tests + (setup,))
     for item in hello[2] if type(hello[2]) is tuple else ():
         if type(item) is tuple and len(item) == 3 and type(item[0]) is str and item[0].isidentifier():
-            namespace[item[0]] = item[2]
+            name, kind, value = item
+            if kind == "module":
+                if name == value and name in mentioned:  # `import sys` in the program, `sys.x` in a test
+                    try:
+                        namespace[name] = __import__(name)
+                    except BaseException:
+                        pass
+            else:
+                namespace[name] = value
     if setup:
         try:
             exec(compile(setup, "<test_setup>", "exec"), namespace)
+        except Unjudgeable as exc:
+            record("loaded", 0, True, monotonic() - t0, "")
+            for i in range(len(tests)):
+                record("unjudged", i, False, 0.0, "test setup: " + describe(exc))
+            record("done", 0, True, 0.0, "")
+            return
+        except ProgramGone as exc:
+            record("test", 0, False, monotonic() - t0, "test setup: " + str(exc))
+            return
         except BaseException as exc:
             record("loaded", 0, False, monotonic() - t0, "test setup failed: " + describe(exc))
             record("done", 0, True, 0.0, "")

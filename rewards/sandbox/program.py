@@ -6,13 +6,16 @@ program can rewrite any of it (it shares this interpreter), so the judge treats 
 hostile bytes and decodes it with :func:`.protocol.decode_plain`. What this side never gets is what
 the judge knows: the tests and their expected values stay in the judge's process.
 
-Exports (the first message): every top-level name of the program that does not start with ``__``
-and is not a module: callables and other objects as opaque handles, plain data by value.
+Exports (the first message): every top-level name of the program that does not start with ``__``:
+callables and other objects as opaque handles, plain data by value, modules by name only (the judge
+imports its own copy of a module the tests mention, and only under its own name).
 
 Requests and replies (plain-data tuples):
 
 - ``("call", handle, args, kwargs)`` -> ``("ok", result, changed)``, where ``changed`` is
   ``((position or keyword, new value), ...)`` for the list/dict/set arguments the call mutated;
+- ``("setattr", handle, name, value)`` -> ``("ok", None, ())``;
+- ``("unary", handle, op)`` (op: bool, len, str, int, index, float) and ``("getitem", handle, key)``;
 - ``("getattr", handle, name)`` / ``("iter", handle)`` / ``("next", handle)`` -> ``("ok", value, ())``,
   or ``("stop",)`` when the iterator is exhausted;
 - any exception -> ``("raise", type name, message)``; a result that cannot be sent -> ``("bad", why)``.
@@ -67,7 +70,12 @@ def serve_program(fd, program, monotonic, describe):
         return
     exports = []
     for name, value in list(glb.items()):
-        if type(name) is not str or name.startswith("__") or isinstance(value, types.ModuleType):
+        if type(name) is not str or name.startswith("__"):
+            continue
+        if isinstance(value, types.ModuleType):  # by name only: the judge imports its own copy
+            mod_name = getattr(value, "__name__", None)
+            if type(mod_name) is str:
+                exports.append((name, "module", mod_name.split(".")[0]))
             continue
         if callable(value):
             exports.append((name, "handle", value))
@@ -104,6 +112,13 @@ def serve_program(fd, program, monotonic, describe):
                 reply(("ok", result, tuple(changed)))
             elif op == "getattr":
                 reply(("ok", getattr(request[1], request[2]), ()))
+            elif op == "unary":
+                reply(("ok", _UNARY[request[2]](request[1]), ()))
+            elif op == "getitem":
+                reply(("ok", request[1][request[2]], ()))
+            elif op == "setattr":
+                setattr(request[1], request[2], request[3])
+                reply(("ok", None, ()))
             elif op == "iter":
                 reply(("ok", iter(request[1]), ()))
             elif op == "next":
@@ -117,6 +132,9 @@ def serve_program(fd, program, monotonic, describe):
                 reply(("bad", "unknown request %r" % (op,)))
         except BaseException as exc:
             reply(("raise", type(exc).__name__, _message(exc)))
+
+
+_UNARY = {"bool": bool, "len": len, "str": str, "int": int, "index": lambda x: x.__index__(), "float": float}
 
 
 def _mutable_args(args, kwargs):
