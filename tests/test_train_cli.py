@@ -19,6 +19,14 @@ FIXTURE_ROWS = {
     "code_grpo.yaml": [{"text": f"Write add{i}(x) returning x+{i}.", "code": f"def add{i}(x):\n    return x+{i}",
                         "test_list": [f"assert add{i}(1) == {1 + i}"]} for i in range(8)],
 }
+# The in-training evaluation's test problems, same schema as the hub split each example names (hand-written).
+EVAL_ROWS = {
+    "gsm8k": [{"question": f"Sam has {i} cards and gets {i} more. How many cards?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i}"}
+              for i in range(4)],
+    "math500": [{"problem": f"What is ${i}^2$?", "solution": f"$\\boxed{{{i * i}}}$", "answer": str(i * i),
+                 "subject": "Algebra", "level": 1, "unique_id": f"test/algebra/{i}.json"} for i in range(4)],
+}
+EXAMPLE_EVAL = {"gsm8k_grpo.yaml": "gsm8k", "math_grpo.yaml": "math500"}
 CPU_OVERRIDES = ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--activation_checkpointing", "false",
                  "--per_device_train_batch_size", "4", "--num_generations", "4", "--gradient_accumulation_steps", "1",
                  "--max_completion_length", "8", "--max_steps", "1", "--report_to", "none"]
@@ -34,6 +42,8 @@ def test_every_example_parses_and_builds_a_trainer(example, tiny_model_dir, tmp_
     data = write_jsonl(tmp_path / "train.jsonl", FIXTURE_ROWS[example])
     argv = ["--config", str(EXAMPLES / example), "--model_name_or_path", tiny_model_dir, "--dataset_file", data,
             "--output_dir", str(tmp_path / "out"), *CPU_OVERRIDES]
+    if example in EXAMPLE_EVAL:
+        argv += ["--eval_data_file", write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS[EXAMPLE_EVAL[example]])]
     script_args, training_args, model_args = train.parse(argv)
     trainer = train.build_trainer(script_args, training_args, model_args)
     # the YAML's choices reached the config; CLI overrides beat the YAML
@@ -58,11 +68,20 @@ def test_cli_runs_two_training_steps_and_saves(tiny_model_dir, tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+def config_only_model(tmp_path, tiny_model_dir) -> str:
+    """A model folder with the tiny model's config.json and no weights: it passes the model check, and loading
+    it would fail, which proves an error reported with it came before any model loads."""
+    folder = tmp_path / "config-only-model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text((pathlib.Path(tiny_model_dir) / "config.json").read_text())
+    return str(folder)
+
+
 def _errors(tmp_path, tiny_model_dir, capsys, *extra, rows=None):
     data = write_jsonl(tmp_path / "train.jsonl", rows or FIXTURE_ROWS["gsm8k_grpo.yaml"])
-    # a model path that does not exist proves the error comes before any model loads
-    rc = train.main(["--config", str(EXAMPLES / "gsm8k_grpo.yaml"), "--model_name_or_path", str(tmp_path / "no-model"),
-                     "--dataset_file", data, "--output_dir", str(tmp_path / "o"), *CPU_OVERRIDES, *extra])
+    rc = train.main(["--config", str(EXAMPLES / "gsm8k_grpo.yaml"), "--model_name_or_path", config_only_model(tmp_path,
+                     tiny_model_dir), "--dataset_file", data, "--output_dir", str(tmp_path / "o"),
+                     "--eval_data_file", write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS["gsm8k"]), *CPU_OVERRIDES, *extra])
     assert rc == 2
     return capsys.readouterr().err
 

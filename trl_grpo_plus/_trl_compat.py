@@ -53,7 +53,7 @@ check_trl_version()
 
 # ruff: noqa: E402  (the imports below must come after the version check)
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import gather_object, is_peft_model
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -73,6 +73,7 @@ __all__ = [
     "SyncRefModelCallback",
     "TESTED_TRL",
     "check_trl_version",
+    "gather_object",
     "is_peft_model",
     "nanmax",
     "nanmin",
@@ -106,9 +107,11 @@ class GRPOTrainerHooks(GRPOTrainer):
     """``trl.GRPOTrainer`` with its private hooks forwarded to named ``_plus_*`` hooks (defaults: TRL's behaviour)."""
 
     _plus_rewards_per_func = None
+    completions_scored: tuple | None = None  # (completions, completion_ids) of the last reward call, this process
 
     # ---- TRL private hooks -> our hooks -------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self.completions_scored = (completions, completion_ids_list)  # local, for step rewards (process supervision)
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._plus_rewards_per_func = rewards_per_func  # gathered over processes: [N_global, n_funcs]
         return rewards_per_func
@@ -140,6 +143,12 @@ class GRPOTrainerHooks(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             self._plus_load_state(checkpoint)
+
+    def save_checkpoint(self) -> str:
+        """Write a full resumable checkpoint of the current step now (model, optimizer, scheduler, RNG, trainer state
+        and our own state), as the ``save_steps`` schedule would; returns its folder. Every process must call it."""
+        self._save_checkpoint(self.model_wrapped, trial=None)
+        return os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
     # ---- defaults of our hooks (TRL's behaviour) ----------------------------------------------------------------
     def _plus_before_generation(self) -> None:
