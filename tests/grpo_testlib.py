@@ -132,22 +132,56 @@ def oracle_kl(logp, ref_logp, estimator, clamp=None):
     return value if clamp is None else torch.clamp(value, -clamp, clamp)
 
 
+def oracle_process_advantages(steps, group_size, std, eps=1e-4):
+    """Naive loops of DeepSeekMath §4.1.3. steps[i] = [(end_token, reward), ...] of completion i (group-major).
+
+    r̃ = (r − mean(R)) / (std(R) + eps) over every step R of the group (all equal or < 2 steps → 0);
+    Â_{i,t} = Σ_{steps j of i with end_token_j ≥ t} r̃_j. Returns per-completion lists of per-token advantages
+    (as long as the last step's token + 1; later tokens are 0)."""
+    out = []
+    for k in range(0, len(steps), group_size):
+        group = steps[k : k + group_size]
+        rewards = [r for completion in group for _, r in completion]
+        flat = len(rewards) < 2 or max(rewards) == min(rewards)
+        mean = sum(rewards) / len(rewards) if rewards else 0.0
+        ddof = {"sample": 1, "population": 0}.get(std)
+        sd = None if std == "none" or not rewards else \
+            math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(len(rewards) - ddof, 1))
+        for completion in group:
+            length = max((t for t, _ in completion), default=-1) + 1
+            adv = [0.0] * length
+            for token, r in completion:
+                r_tilde = 0.0 if flat else (r - mean) if sd is None else (r - mean) / (sd + eps)
+                for t in range(token + 1):
+                    adv[t] += r_tilde
+            out.append(adv)
+    return out
+
+
 def oracle_loss(policy, old, ref, prompts, completions, advantages, *, loss_type, beta, kl_estimator, eps_low,
-                eps_high, max_len, kl_clamp=None, kl_times_ratio=False):
+                eps_high, max_len, kl_clamp=None, kl_times_ratio=False, is_weights=None):
     """−J(θ): per token −min(ρA, clip(ρ)A) + β·KL, aggregated per loss_type, as written in the papers.
 
-    kl_times_ratio: weight the KL by ρ (DeepSeek-V3.2's correction, TRL's use_bias_correction_kl)."""
+    advantages[i]: a number (outcome) or a list of per-token numbers (process supervision; missing tokens are 0).
+    kl_times_ratio: weight the KL by ρ (DeepSeek-V3.2's correction, TRL's use_bias_correction_kl).
+    is_weights[i][t]: the vLLM importance-sampling weight multiplying the policy term (TRL's correction)."""
     per_seq_sums, per_seq_lens, clipped = [], [], 0
-    for prompt, completion, adv in zip(prompts, completions, advantages):
+    for i, (prompt, completion, seq_adv) in enumerate(zip(prompts, completions, advantages)):
         logp = oracle_token_logps(policy, prompt, completion)
         with torch.no_grad():
             old_logp = oracle_token_logps(old, prompt, completion)
             ref_logp = oracle_token_logps(ref, prompt, completion)
         total = 0.0
         for t in range(len(completion)):
+            if isinstance(seq_adv, (list, tuple)):
+                adv = seq_adv[t] if t < len(seq_adv) else 0.0
+            else:
+                adv = seq_adv
             rho = torch.exp(logp[t] - old_logp[t])
             clipped_rho = torch.clamp(rho, 1 - eps_low, 1 + eps_high)
             term = -torch.minimum(rho * adv, clipped_rho * adv)
+            if is_weights is not None:
+                term = term * is_weights[i][t]
             clipped += int(bool((rho < 1 - eps_low and adv < 0) or (rho > 1 + eps_high and adv > 0)))
             if beta:
                 kl = oracle_kl(logp[t], ref_logp[t], kl_estimator, kl_clamp)

@@ -43,12 +43,15 @@ from typing import Any
 
 import torch
 
-from ._trl_compat import GRPOTrainerHooks, SyncRefModelCallback, is_peft_model, nanmax, nanmin
+from ._trl_compat import GRPOTrainerHooks, SyncRefModelCallback, gather_object, is_peft_model, nanmax, nanmin
 from .algos.advantages import advantage_stats, group_advantages
 from .algos.aggregation import MODE_FOR_LOSS_TYPE, aggregate_parts
 from .algos.kl import kl_estimate
 from .algos.policy_loss import clip_counts, clipped_surrogate
+from .algos.process import normalized_step_rewards, token_advantages
 from .config import OWN_LOSS_TYPES, GRPOPlusConfig
+from .rewards.base import completion_text
+from .step_rewards import check_steps, is_steps, step_end_tokens, steps_mean
 from .sharded import full_values, layout_mismatch, load_full_values, writable
 
 logger = logging.getLogger(__name__)
@@ -65,9 +68,11 @@ class SafeRewardFunc:
     is logged with the function's name and counted. A result that is not one reward per completion raises.
     """
 
-    def __init__(self, func: Callable, name: str):
+    def __init__(self, func: Callable, name: str, allow_steps: bool = False):
         self.func = func
         self.__name__ = name
+        self.allow_steps = allow_steps
+        self.last_steps: list | None = None  # per completion of the last call: a step list, or None (scalar)
         self.failed_samples = 0
         self.last_error = ""
         self._verifier_errors = self._errors_counted()
@@ -106,13 +111,23 @@ class SafeRewardFunc:
         if len(rewards) != n:
             raise ValueError(f"reward function {self.__name__!r} returned {len(rewards)} rewards for {n} completions; "
                              "it must return exactly one reward (float or None) per completion, in order.")
-        return list(rewards)
+        rewards = list(rewards)
+        self.last_steps = None
+        if any(is_steps(r) for r in rewards):
+            if not self.allow_steps:
+                raise ValueError(f"reward function {self.__name__!r} returned step rewards (lists of (end_char_offset, "
+                                 "reward)); set process_supervision=True in GRPOPlusConfig to train on them, or return "
+                                 "one float per completion.")
+            self.last_steps = [check_steps(r, self.__name__, i) if is_steps(r) else None for i, r in enumerate(rewards)]
+            rewards = [steps_mean(steps) if steps is not None else r for r, steps in zip(rewards, self.last_steps)]
+        return rewards
 
     def __call__(self, *args, **kwargs):
         n = len(kwargs["prompts"])
         try:
             rewards = self.func(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - a reward function must never stop training
+            self.last_steps = None
             return self._fallback(error, n)
         return self._check(rewards, n)
 
@@ -125,11 +140,12 @@ class SafeAsyncRewardFunc(SafeRewardFunc):
         try:
             rewards = await self.func(*args, **kwargs)
         except Exception as error:  # noqa: BLE001
+            self.last_steps = None
             return self._fallback(error, n)
         return self._check(rewards, n)
 
 
-def _wrap_reward_funcs(reward_funcs):
+def _wrap_reward_funcs(reward_funcs, allow_steps: bool = False):
     """Wrap plain callables (not model ids, not reward models) in SafeRewardFunc / SafeAsyncRewardFunc."""
     if reward_funcs is None:
         return None
@@ -142,7 +158,7 @@ def _wrap_reward_funcs(reward_funcs):
         base = func.func if hasattr(func, "func") and hasattr(func, "args") else func  # functools.partial
         name = getattr(base, "__name__", type(base).__name__)
         is_async = inspect.iscoroutinefunction(base) or inspect.iscoroutinefunction(getattr(base, "__call__", None))
-        wrapped.append((SafeAsyncRewardFunc if is_async else SafeRewardFunc)(func, name))
+        wrapped.append((SafeAsyncRewardFunc if is_async else SafeRewardFunc)(func, name, allow_steps))
     return wrapped
 
 
@@ -171,7 +187,7 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         elif not isinstance(args, GRPOPlusConfig):
             raise TypeError(f"GRPOPlusTrainer needs a GRPOPlusConfig, got {type(args).__name__}. Build one with the "
                             "same keyword arguments: GRPOPlusConfig(output_dir=..., ...).")
-        super().__init__(model, _wrap_reward_funcs(reward_funcs), args, *pos, **kwargs)
+        super().__init__(model, _wrap_reward_funcs(reward_funcs, args.process_supervision), args, *pos, **kwargs)
         self._plus_generation_batches = 0  # generation batches started in training (drives the refresh)
         self._plus_refreshes = 0
         self._plus_failure_window: deque | None = None  # (failed per function, samples) of recent generation batches
@@ -219,7 +235,13 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         advantages, stats = self.compute_advantages(rewards_per_func, group_size)  # [N_global]
         n_local = batch["advantages"].shape[0]
         start = self.accelerator.process_index * n_local
-        batch["advantages"] = advantages[start : start + n_local].to(self._plus_adv_dtype)  # [B_local]
+        if self.args.process_supervision:
+            local = self._plus_process_advantages(batch, rewards_per_func, group_size, start, mode)  # [B_local, T]
+            batch["advantages"] = local.to(self._plus_adv_dtype)
+            advantages = self.accelerator.gather(local[:, 0].contiguous()) if self.accelerator.num_processes > 1 \
+                else local[:, 0]  # Â_{i,0} = Σ_j r̃_j per completion, for the completions table
+        else:
+            batch["advantages"] = advantages[start : start + n_local].to(self._plus_adv_dtype)  # [B_local]
         self.replace_logged_advantages(advantages.tolist())
         failed = self._plus_take_failures()  # [F] global counts
         flat = (stats["zero_variance_groups"] / stats["groups"]).double()
@@ -230,6 +252,59 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         if mode == "train":
             self._plus_check_failures(failed.tolist(), rewards_per_func.size(0))
         return batch
+
+    # ---- process supervision ---------------------------------------------------------------------------------------
+    def _plus_local_steps(self, rewards_per_func: torch.Tensor, start: int) -> tuple[list, int]:
+        """(global row, end token, weighted reward) of every step of this process's completions, and the number
+        of completions whose steps could not be placed on their tokens. A scalar reward is one step at the end."""
+        completions, ids_list = self.completions_scored
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+
+        def decode(ids):
+            return tokenizer.decode(ids, skip_special_tokens=True)
+
+        local = rewards_per_func[start : start + len(ids_list)].double()  # [B, F]
+        weights = self.reward_weights.tolist()
+        drop = torch.isnan(local).any(dim=1).tolist() if self.args.partial_reward_failure == "drop" else None
+        steps, unmapped = [], 0
+        for i, ids in enumerate(ids_list):
+            if drop is not None and drop[i]:
+                continue
+            last = max(len(ids) - 1, 0)
+            for k, (func, weight) in enumerate(zip(self.reward_funcs, weights)):
+                listed = getattr(func, "last_steps", None)
+                if listed is not None and listed[i] is not None:
+                    tokens = step_end_tokens(decode, ids, completion_text(completions[i]), [o for o, _ in listed[i]])
+                    if tokens is None:
+                        unmapped += 1
+                        continue
+                    steps.extend((start + i, t, weight * r) for t, (_, r) in zip(tokens, listed[i]))
+                elif not torch.isnan(local[i, k]):
+                    steps.append((start + i, last, weight * local[i, k].item()))
+        return steps, unmapped
+
+    def _plus_process_advantages(self, batch, rewards_per_func, group_size, start, mode) -> torch.Tensor:
+        """Â_{i,t} for this process's rows [B_local, T] from the steps of every process (DeepSeekMath §4.1.3)."""
+        cfg = self.args
+        steps, unmapped = self._plus_local_steps(rewards_per_func, start)
+        if self.accelerator.num_processes > 1:
+            steps = gather_object(steps)
+            unmapped = sum(gather_object([unmapped]))
+        n_global, (n_local, length) = rewards_per_func.size(0), batch["completion_ids"].shape
+        rows = torch.tensor([s[0] for s in steps], dtype=torch.long)  # [S]
+        tokens = torch.tensor([s[1] for s in steps], dtype=torch.long)  # [S]
+        rewards = torch.tensor([s[2] for s in steps], dtype=torch.float64)  # [S]
+        scope = "batch" if cfg.scale_rewards == "batch" else "group"
+        r_tilde = normalized_step_rewards(rewards, rows // group_size, n_global // group_size,
+                                          cfg.resolved_std_estimator, scope, cfg.advantage_epsilon)  # [S]
+        mine = (rows >= start) & (rows < start + n_local)  # [S]
+        local = token_advantages(r_tilde[mine], rows[mine] - start, tokens[mine], n_local, length)  # [B, T]
+        self.log_metric(mode, "steps/per_completion", len(steps) / max(n_global, 1))
+        self.log_metric(mode, "steps/unmapped_completions", float(unmapped))
+        for func in self.reward_funcs:
+            if isinstance(func, SafeRewardFunc):
+                func.last_steps = None
+        return local.to(self.accelerator.device)
 
     def _plus_take_failures(self) -> torch.Tensor:
         """Failed samples per reward function [F] since the last batch, summed over processes (float64)."""
@@ -410,6 +485,8 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         """TRL's kl / entropy / clip_ratio metrics plus kl/<estimator>, in one reduce and one gather."""
         with torch.no_grad():
             weight = mask.to(entropies.dtype)  # [B, T]
+            if ratio.shape[-1] == 1 and advantages.shape[-1] > 1:  # sequence-level ρ, per-token Â (process)
+                advantages = advantages[:, :1]  # [B, 1] Â_{i,0}, the sign of the whole completion's signal
             clip = clip_counts(ratio, advantages, mask, self.epsilon_low, self.epsilon_high)  # each [B]
             kl_sum = (kl * weight).sum() if kl is not None else weight.new_zeros(())
             local = torch.stack([kl_sum, (entropies * weight).sum(), weight.sum(), clip["low"].sum(),
