@@ -64,6 +64,21 @@ class LengthReward:
         return [float(len(c) % 5) for c in completions]
 
 
+class CharStepsReward:
+    """Step rewards of the completion text: a step every 4 characters (and one at the end), each worth
+    (code point of its last character mod 3) / 2. Deterministic, so a test can recompute the steps from the text."""
+
+    __name__ = "char_steps"
+
+    @staticmethod
+    def steps(text):
+        ends = list(range(4, len(text), 4)) + ([len(text)] if text else [])
+        return [(end, (ord(text[end - 1]) % 3) / 2) for end in ends]
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [self.steps(c) for c in completions]
+
+
 def prompt_dataset(n: int):
     from datasets import Dataset
 
