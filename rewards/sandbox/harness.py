@@ -250,6 +250,22 @@ def _wait(pid, deadline):
         select.select([], [], [], 0.002)
 
 
+def _preload():
+    """Import, while still root, every module a job's processes use: after the uid drop the install may
+    not be readable (a pyenv under /root), and on the fork server each import is then paid once, not
+    once per job."""
+    import _sha256  # noqa: F401
+    import ast  # noqa: F401
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
+    import select  # noqa: F401
+    import signal  # noqa: F401
+    import socket  # noqa: F401
+    import time  # noqa: F401
+    import traceback  # noqa: F401
+    import types  # noqa: F401
+
+
 def _main():
     """One-shot mode: this process runs exactly one job, then exits (the sandbox then ends every
     process left in its pid namespace)."""
@@ -260,6 +276,7 @@ def _main():
 
     first = marshal.loads(_read_frame(0))
     sys.path.extend(first.get("sys_path", ()))
+    _preload()
     limits = first["limits"]
     if limits.get("private_tmp"):
         _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777)
@@ -297,14 +314,11 @@ def _serve():
     """Fork-server mode (host runs as root): this pristine interpreter never runs user code and never
     reads job data. Per job it forks a leader (:func:`_lead`) and waits for it; the leader reads the
     job from fd 0, replies on fd 1 and exits. Exit code 3 from a leader means the host closed fd 0."""
-    import _sha256  # noqa: F401  imported once here, not in every forked job
     import marshal
-    import resource  # noqa: F401
     import select
-    import signal  # noqa: F401
-    import socket  # noqa: F401
     import struct
-    import time  # noqa: F401
+
+    _preload()
 
     setup = marshal.loads(_read_frame(0))
     sys.path.extend(setup.get("sys_path", ()))
