@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "trl_grpo_plus.verifiers"
 # Modules of this package that register built-in verifiers when imported.
-_BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format", "code", "length")  # each built-in verifier module adds its name here
+_BUILTIN_MODULES: tuple[str, ...] = ("math", "gsm8k", "format", "code", "length", "gsm8k_steps")  # each built-in verifier module adds its name here
 
 _REGISTRY: dict[str, Callable] = {}
 _loaded = False
