@@ -82,7 +82,7 @@ def _boxed_all(text: str) -> list[str]:
             elif ch == "}":
                 depth -= 1
                 if depth < 0:
-                    out.append(piece[: i + 1] if piece[i + 1 : i + 2] == "%" else piece[:i])
+                    out.append(piece[:i] + "%" if piece[i + 1 : i + 2] == "%" else piece[:i])
                     break
     return out
 
