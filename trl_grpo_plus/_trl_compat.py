@@ -2,7 +2,8 @@
 
 Everything ``GRPOPlusTrainer`` needs from TRL's internals goes through here:
 
-- ``GRPOTrainerHooks`` overrides TRL's private hooks (``_calculate_rewards``, ``_generate_and_score_completions``,
+- ``GRPOTrainerHooks`` overrides TRL's private hooks (``_calculate_rewards``, ``_generate_and_score_completions``
+  (split into ``_plus_before_generation``, ``_plus_generate`` → ``generate_and_score`` → ``_plus_after_generation``),
   ``_prepare_inputs``, ``_compute_loss``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``) and forwards each
   one to a named hook of ours (``_plus_*``), so that the trainer module never spells a TRL private name;
 - small accessors read or write TRL's private state (``_metrics``, ``_logs``, ``_step``, ``_buffered_inputs``,
@@ -118,6 +119,10 @@ class GRPOTrainerHooks(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self._plus_before_generation()
+        return self._plus_generate(inputs)
+
+    def generate_and_score(self, inputs: list[dict]) -> dict:
+        """One round of TRL's generation and scoring of ``inputs`` (local rows), then our after-generation hook."""
         batch = super()._generate_and_score_completions(inputs)
         rewards_per_func, self._plus_rewards_per_func = self._plus_rewards_per_func, None
         return self._plus_after_generation(batch, rewards_per_func)
@@ -153,6 +158,9 @@ class GRPOTrainerHooks(GRPOTrainer):
     # ---- defaults of our hooks (TRL's behaviour) ----------------------------------------------------------------
     def _plus_before_generation(self) -> None:
         pass
+
+    def _plus_generate(self, inputs: list[dict]) -> dict:
+        return self.generate_and_score(inputs)
 
     def _plus_after_generation(self, batch: dict, rewards_per_func: torch.Tensor) -> dict:
         return batch

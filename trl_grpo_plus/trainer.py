@@ -50,6 +50,7 @@ from .algos.kl import kl_estimate
 from .algos.policy_loss import clip_counts, clipped_surrogate
 from .algos.process import normalized_step_rewards, token_advantages
 from .config import OWN_LOSS_TYPES, GRPOPlusConfig
+from .dynamic_sampling import draw_groups, merge_groups, signal_groups
 from .rewards.base import completion_text
 from .step_rewards import check_steps, is_steps, step_end_tokens, steps_mean
 from .sharded import full_values, layout_mismatch, load_full_values, writable
@@ -198,6 +199,14 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
             raise ValueError(f"ref_refresh_steps={args.ref_refresh_steps} is not supported under FSDP version 1 (its "
                              "flat parameters are not checked to shard the reference like the policy). Use FSDP2: "
                              "fsdp_version: 2 in the accelerate config (examples/accelerate/fsdp.yaml), or DeepSpeed.")
+        if args.dynamic_sampling:
+            dataset = self.train_dataset
+            if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+                raise ValueError("dynamic_sampling=True draws fresh prompts from train_dataset by index, but it is an "
+                                 f"iterable dataset ({type(dataset).__name__}). Pass a map-style datasets.Dataset, "
+                                 "or set dynamic_sampling=False.")
+            seed = args.seed * 7919 + self.accelerator.process_index + 1  # different prompts on every process
+            self._plus_sampling_generator = torch.Generator().manual_seed(seed)
         if args.ref_refresh_steps and self.beta != 0.0 and is_peft_model(self.model):
             self._plus_add_reference_adapter()
         for callback in self.callback_handler.callbacks:  # e.g. BenchmarkCallback, which logs through the trainer
@@ -252,6 +261,51 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
         if mode == "train":
             self._plus_check_failures(failed.tolist(), rewards_per_func.size(0))
         return batch
+
+    # ---- dynamic sampling (DAPO) -----------------------------------------------------------------------------------
+    def _plus_generate(self, inputs: list[dict]) -> dict:
+        batch = self.generate_and_score(inputs)
+        if not (self.args.dynamic_sampling and self.model.training):
+            return batch
+        return self._plus_dynamic_sampling(inputs, batch)
+
+    def _plus_dynamic_sampling(self, inputs: list[dict], batch: dict) -> dict:
+        """Keep the groups with signal, generate fresh groups until every process has len(inputs)/G of them or
+        dynamic_sampling_max_rounds extra rounds ran (then all-equal groups fill the rest). All processes run the same
+        rounds: the largest shortfall over the processes decides."""
+        group_size, device = self.num_generations, self.accelerator.device
+        need = len(inputs) // group_size  # local groups of the generation batch
+        kept, spare, rounds = [], [], 1
+        while True:
+            for g, has_signal in enumerate(signal_groups(batch["advantages"], group_size)):
+                (kept if has_signal else spare).append((batch, g))
+            shortfall = torch.tensor([float(max(need - len(kept), 0))], device=device)
+            shortfall = self.accelerator.gather(shortfall).max().item() if self.accelerator.num_processes > 1 \
+                else shortfall.item()
+            if shortfall == 0 or rounds > self.args.dynamic_sampling_max_rounds:
+                break
+            batch = self.generate_and_score(draw_groups(self.train_dataset, need, group_size,
+                                                        self._plus_sampling_generator))
+            rounds += 1
+        picks = (kept + spare)[:need]
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        merged = merge_groups(picks, group_size, tokenizer.pad_token_id)
+        loss_mask = merged["completion_mask"] * merged["tool_mask"] if "tool_mask" in merged else \
+            merged["completion_mask"]
+        counts = torch.tensor([loss_mask.sum().item(), min(len(kept), need), need, len(kept) + len(spare)],
+                              dtype=torch.float64, device=device)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        tokens, signal, groups, generated = counts.tolist()
+        merged["num_items_in_batch"] = batch["num_items_in_batch"].new_tensor(tokens)
+        self.log_metric("train", "dynamic_sampling/rounds", float(rounds))
+        self.log_metric("train", "dynamic_sampling/signal_groups_frac", signal / groups)
+        self.log_metric("train", "dynamic_sampling/generated_groups", generated)
+        if signal < groups:
+            logger.warning("dynamic sampling: %d of %d groups have signal after %d generation rounds "
+                           "(dynamic_sampling_max_rounds=%d); all-equal groups (Â = 0) fill the rest",
+                           signal, groups, rounds, self.args.dynamic_sampling_max_rounds)
+        return merged
 
     # ---- process supervision ---------------------------------------------------------------------------------------
     def _plus_local_steps(self, rewards_per_func: torch.Tensor, start: int) -> tuple[list, int]:
