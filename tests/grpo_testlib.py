@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import torch
 
@@ -77,6 +78,20 @@ class CharStepsReward:
 
     def __call__(self, prompts, completions, **kwargs):
         return [self.steps(c) for c in completions]
+
+
+class EvenPromptsConstant:
+    """Reward 1.0 for every completion of an even-numbered prompt ("Question 4: ..."; an all-equal group, no signal);
+    for odd prompts the sum of the completion's code points mod 7 (varied)."""
+
+    __name__ = "even_constant"
+
+    def __call__(self, prompts, completions, **kwargs):
+        out = []
+        for prompt, completion in zip(prompts, completions):
+            index = int(re.search(r"Question (\d+)", prompt).group(1))
+            out.append(1.0 if index % 2 == 0 else float(sum(map(ord, completion)) % 7))
+        return out
 
 
 def prompt_dataset(n: int):

@@ -77,3 +77,19 @@ def test_two_processes_normalise_step_rewards_over_the_whole_group(tiny_model_di
             signal += any(abs(v) > 0 for v in want)
     assert signal > 0
     assert ranks[0]["param_checksum"] == pytest.approx(ranks[1]["param_checksum"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_dynamic_sampling_rounds(tiny_model_dir, tmp_path):
+    import re
+
+    ranks = _run_two_ranks(tiny_model_dir, tmp_path, "dynamic")
+    assert ranks[0]["rounds"] == ranks[1]["rounds"] and len(ranks[0]["rounds"]) == 4  # same rounds on every rank
+    assert max(ranks[0]["rounds"]) > 1  # some rank drew an even (all-equal) prompt and both regenerated
+    for gen in range(4):
+        totals = {r["kept"][gen]["tokens"] for r in ranks}
+        assert len(totals) == 1  # the recomputed token count is global
+        for r in ranks:
+            indices = {int(re.search(r"Question (\d+)", t).group(1)) for t in r["kept"][gen]["prompts"]}
+            assert len(indices) == 1 and indices.pop() % 2 == 1  # one whole group, with signal, per rank
+    assert ranks[0]["param_checksum"] == pytest.approx(ranks[1]["param_checksum"], rel=1e-6)

@@ -8,24 +8,10 @@ import re
 
 import pytest
 import torch
-from grpo_testlib import cpu_config, prompt_dataset
+from grpo_testlib import EvenPromptsConstant, cpu_config, prompt_dataset
 
 from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer
 from trl_grpo_plus.dynamic_sampling import merge_groups, signal_groups
-
-
-class EvenPromptsConstant:
-    """Reward 1.0 for every completion of an even-numbered prompt (an all-equal group: no signal); for odd prompts
-    the sum of the completion's code points mod 7 (varied)."""
-
-    __name__ = "even_constant"
-
-    def __call__(self, prompts, completions, **kwargs):
-        out = []
-        for prompt, completion in zip(prompts, completions):
-            index = int(re.search(r"Question (\d+)", prompt).group(1))
-            out.append(1.0 if index % 2 == 0 else float(sum(map(ord, completion)) % 7))
-        return out
 
 
 def _trainer(model_dir, output_dir, reward, **overrides):
