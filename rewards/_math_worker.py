@@ -70,8 +70,11 @@ def _configs():
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
     # The answer string is wrapped in \boxed{} so that math-verify's boxed extractor takes it whole
-    # (with its LaTeX normalisation: units, \text{}, \left/\right, \dfrac, ...).
-    return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    # (with its LaTeX normalisation: units, \text{}, \left/\right, \dfrac, ...). No unanchored
+    # targets: when the whole answer does not parse, math-verify must not pick a number out of it
+    # (``F_{n + 1} = F_{n + 2} - F_n, ...`` would otherwise be read as 2).
+    return [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),
+            ExprExtractionConfig(try_extract_without_anchor=False)]
 
 
 _CONFIGS = None
@@ -79,6 +82,9 @@ _CONFIGS = None
 
 _REPEATING_RE = re.compile(r"(-?)(\d*)\.(\d*)\\overline\s*\{(\d+)\}")
 _TRAILING_BACKSLASH_RE = re.compile(r"(?:\\\s*)+$")
+_MATH_DELIMITED_RE = re.compile(r"\$\$([^$]+)\$\$|\$([^$]+)\$|\\\((.+)\\\)|\\\[(.+)\\\]", re.S)
+_BARE_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+_PERCENT_WORD_RE = re.compile(r"(\d)\s*(?:percent|pct)\b\.?$")
 _SPACED_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 
 
@@ -92,10 +98,16 @@ def _repeating_decimal(m: re.Match) -> str:
 
 def normalize_answer(answer: str) -> str:
     """What math-verify's normalisation lacks, on an answer string: a trailing backslash (``185\\``)
-    is dropped, a repeating decimal (``0.\\overline{3}``) becomes its exact fraction, and a number
-    with spaced thousands (``1 000``) loses the spaces (math-verify reads it as the product 1*000)."""
+    and outer math delimiters are dropped, ``28 percent`` is ``28\\%``, a repeating decimal
+    (``0.\\overline{3}``) becomes its exact fraction, and a number with spaced thousands (``1 000``)
+    loses the spaces (math-verify reads it as the product 1*000)."""
     s = answer.strip()
     s = _TRAILING_BACKSLASH_RE.sub("", s)
+    m = _MATH_DELIMITED_RE.fullmatch(s)
+    if m:  # "$\\frac12$", "\\(x\\)": the answer inside its math delimiters
+        s = next(g for g in m.groups() if g is not None).strip()
+    s = _BARE_DOLLAR_RE.sub("", s)  # "12 $ and $13": delimiters inside an answer (\\$ is money)
+    s = _PERCENT_WORD_RE.sub(r"\1\\%", s)
     if "overline" in s:
         s = _REPEATING_RE.sub(_repeating_decimal, s)
     if _SPACED_THOUSANDS_RE.fullmatch(s):
@@ -112,8 +124,6 @@ def parse_answer(answer: str):
         _CONFIGS = _configs()
     answer = normalize_answer(answer)
     parsed = parse("\\boxed{" + answer + "}", extraction_config=_CONFIGS, parsing_timeout=None)
-    if not parsed:
-        parsed = parse(answer, extraction_config=_CONFIGS, parsing_timeout=None)
     return [_imaginary_unit(_exact_floats(p)) for p in parsed]
 
 
@@ -230,7 +240,62 @@ _WARM_ANSWERS = (
     "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}",
     "30^\\circ", "50\\%", "10\\text{ cm}", "\\$18.90", "\\text{(C)}", "\\text{Evelyn}", "2+3i",
     "\\log_2 5", "\\sin x", "\\tan 20^\\circ", "a_n = 2^n", "1{,}000", "\\infty", "e^{2}",
+    # shapes of the intermediate expressions a completion without a box ends on (strict mode reads its
+    # last math span): products, logs, absolute values, subscripts, functions, relations, chains
+    "\\log_2{3} \\cdot \\log_3{4}", "|a| + |b| + |c|", "|a_{n-1}|", "f(g(x)) = f(-x)", "p(3) = A(-1+\\sqrt{11})",
+    "\\sin 20^\\circ - \\sin 40^\\circ = 2 \\cos 30^\\circ \\sin 10^\\circ", "(a,b,c) = (j + k - 1, i + k - 1)",
+    "\\left( \\frac{1}{5} \\right)^4 \\cdot 10", "x \\in [-2,7]", "\\{1\\pm\\sqrt{5},-2\\}", "5x - 7y + 11z + 4 = 0",
+    "\\binom{8}{3} = 56", "5! = 120", "\\sum_{k=1}^{n} k^2", "\\lfloor x \\rfloor + \\lceil y \\rceil", "x \\le 3",
+    "a \\geq b > 0", "x \\neq 2", "2^{10} \\equiv 1 \\pmod{11}", "\\overline{AB} = 6", "\\angle ABC = 90^\\circ",
+    "AB^2 + BC^2 = AC^2", "\\frac{a+b}{2} \\ge \\sqrt{ab}", "10^{-3}", "\\ln x + e^{x}", "x = \\frac{-b \\pm \\sqrt{b^2-4ac}}{2a}",
+    "3 \\times 4 = 12", "12 \\div 4", "\\dfrac{7}{2} \\approx 3.5", "\\cos^2 \\theta + \\sin^2 \\theta = 1",
+    "\\mathbb{R}", "\\emptyset", "(2, 3) \\cap [1, 4]", "2 \\cdot 3 + 4 \\cdot 5 = 26", "\\sqrt{x^2 + y^2}",
+    "\\tan^{-1}(1)", "\\arcsin \\frac{1}{2}", "0.\\overline{3}", "f^{-1}(x)", "x_1 + x_2 = -\\frac{b}{a}", "n(n+1)/2",
 )
+
+
+def _speed_up_latex2sympy() -> None:
+    """Two speed-ups of latex2sympy's parser that leave its results unchanged (checked on the MATH
+    golds and Math-Verify's tables); skipped if its internals differ from the tested version.
+
+    * Two-stage ANTLR parsing: try the fast SLL prediction mode first, and only on an error parse
+      again in full LL mode (the standard ANTLR recipe). Full-LL prediction is what makes a novel
+      expression slow to parse; SLL gives the same tree whenever it succeeds on this grammar.
+    * ``parse_number`` of a digit string builds ``sympy.Integer`` directly instead of going through
+      ``sympy.Number(str)``, which runs sympy's whole expression parser for every number token.
+    """
+    try:
+        from antlr4.atn.PredictionMode import PredictionMode
+        from latex2sympy2_extended import latex2sympy2 as l2s
+
+        cls = l2s._Latex2Sympy
+        create_parser, parse, parse_number = cls.create_parser, cls.parse, cls.parse_number
+    except (ImportError, AttributeError):
+        return
+
+    def sll_create_parser(self, latex_str):
+        parser = create_parser(self, latex_str)
+        if getattr(self, "_sll_stage", False):
+            parser._interp.predictionMode = PredictionMode.SLL
+        return parser
+
+    def two_stage_parse(self, latex_str):
+        self._sll_stage = True
+        try:
+            return parse(self, latex_str)
+        except Exception:
+            pass  # an SLL error (or a real one): the full LL parse decides
+        finally:
+            self._sll_stage = False
+        return parse(self, latex_str)
+
+    def fast_parse_number(self, text):
+        digits = text.replace(",", "")
+        if digits.isdigit() and len(digits) <= 1000:
+            return sympy.Integer(int(digits))
+        return parse_number(self, text)
+
+    cls.create_parser, cls.parse, cls.parse_number = sll_create_parser, two_stage_parse, fast_parse_number
 
 
 # ------------------------------------------------------------------------------------------ worker
@@ -315,6 +380,7 @@ def zygote(ctl_fd: int, memory_mb: int = 0) -> None:
     from multiprocessing.connection import Connection
 
     _silence_math_verify()
+    _speed_up_latex2sympy()
     # Warm the parser before forking: ANTLR builds its prediction DFA lazily, per input shape, and
     # every forked worker inherits what the zygote built instead of rebuilding it.
     for answer in _WARM_ANSWERS:

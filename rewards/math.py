@@ -182,6 +182,15 @@ def extract_boxed(text: str) -> str | None:
 def _math_spans(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, content)`` of the LaTeX math spans of ``text``, in one linear pass. An inline
     span (``$``, ``\\(``) that meets a newline before it closes is not a span."""
+    return _scan_math(text)[0]
+
+
+def _ends_inside_math(text: str) -> bool:
+    """Does ``text`` stop inside an unclosed math span (``... so $x = ``): cut off mid-formula?"""
+    return _scan_math(text)[1]
+
+
+def _scan_math(text: str) -> tuple[list[tuple[int, int, str]], bool]:
     spans, opener, open_at = [], None, 0
     for m in _SPAN_TOKEN_RE.finditer(text):
         tok = m.group(0)
@@ -201,7 +210,7 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
             opener = None
         elif tok in ("$", "$$") and opener in ("\\(", "\\["):
             continue
-    return spans
+    return spans, opener is not None and text[open_at:].strip() != ""
 
 
 def _prose_words(s: str) -> list[str]:
@@ -212,9 +221,38 @@ def _prose_words(s: str) -> list[str]:
 
 def _last_math_span(text: str) -> tuple[int, str] | None:
     """The last math span group that is mathematics, not prose wrapped in dollars
-    (``$5 per hour and works 3 hours so $`` is not an answer)."""
-    spans = [s for s in _math_spans(text) if len(_prose_words(s[2])) < 2]
+    (``$5 per hour and works 3 hours so $`` is not an answer). A chain ``x = 2 + 3 = 5`` states its
+    last value: it is read as ``x = 5``. None when the text stops inside an unclosed span."""
+    spans, cut_off = _scan_math(text)
+    if cut_off:  # the completion stops mid-formula: it never stated a final answer
+        return None
+    spans = [(a, b, _chain_result(c)) for a, b, c in spans if len(_prose_words(c)) < 2]
     return _last_group(spans, text)
+
+
+_LABEL_RE = re.compile(r"[A-Za-z](?:_\{?\w{1,3}\}?)?")
+_NOT_A_CHAIN_RE = re.compile(r"[,;<>]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|approx|in)\b")
+
+
+def _chain_result(span: str) -> str:
+    """``a = b = c`` -> ``c`` (``x = b = c`` -> ``x = c``): the last of a chain of equalities at the
+    top level (outside braces and brackets; ``\\le``, ``<=``, ``!=`` are not equalities)."""
+    if span.count("=") < 2 or _NOT_A_CHAIN_RE.search(span):
+        return span
+    depth, cuts = 0, []
+    for i, c in enumerate(span):
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth -= 1
+        elif c == "=" and depth == 0 and (i == 0 or span[i - 1] not in "<>!\\:"):
+            cuts.append(i)
+    if len(cuts) < 2:
+        return span
+    first, last = span[:cuts[0]].strip(), span[cuts[-1] + 1:].strip()
+    if not last:
+        return span
+    return f"{first} = {last}" if _LABEL_RE.fullmatch(first) else last
 
 
 def _answer_tags_from_last(text: str, limit: int = 16):
@@ -234,9 +272,9 @@ def _answer_tags_from_last(text: str, limit: int = 16):
 
 def _strip_wrappers(s: str) -> str:
     previous = None
-    while s != previous:  # peel markdown bold, a full stop, a colon and $...$ in any order
+    while s != previous:  # peel markdown bold, a full stop, quotes and $...$ in any order
         previous = s
-        s = re.sub(r"^\*\*|\*\*$", "", s).strip().rstrip(".").strip().strip("$").strip()
+        s = re.sub(r"^(?:\*\*|\\\")|(?:\*\*|\\\")$", "", s).strip().rstrip(".").strip().strip("$\"'\u201c\u201d").strip()
     return s
 
 
