@@ -123,16 +123,21 @@ def _known_groups(groups: dict) -> dict:
 
 
 def _bars(ax, labels, groups, color="#4c72b0"):
+    """One bar per group with its Wilson interval, a dot at the value (so 0% is visible) and the
+    value and count written above the interval."""
     acc = [100 * groups[g]["accuracy"] for g in labels]
-    lo = [max(0.0, 100 * (groups[g]["accuracy"] - groups[g]["ci95"][0])) for g in labels]
-    hi = [max(0.0, 100 * (groups[g]["ci95"][1] - groups[g]["accuracy"])) for g in labels]
-    xs = range(len(labels))
-    ax.bar(xs, acc, yerr=[lo, hi], capsize=4, color=color, width=0.6 if len(labels) > 1 else 0.4, edgecolor="#2a3f66")
-    for x, a, g in zip(xs, acc, labels):
-        ax.annotate(f"{a:.1f}%\n{groups[g]['correct']}/{groups[g]['n']}", (x, a), xytext=(0, 3),
+    top = [100 * groups[g]["ci95"][1] for g in labels]
+    lo = [max(0.0, a - 100 * groups[g]["ci95"][0]) for a, g in zip(acc, labels)]
+    hi = [max(0.0, t - a) for a, t in zip(acc, top)]
+    xs = list(range(len(labels)))
+    ax.bar(xs, acc, color=color, width=0.6 if len(labels) > 1 else 0.4, edgecolor="#2a3f66")
+    ax.errorbar(xs, acc, yerr=[lo, hi], fmt="o", color="#222222", ecolor="#555555", capsize=5, markersize=4, linewidth=1)
+    for x, a, t, g in zip(xs, acc, top, labels):
+        ax.annotate(f"{a:.1f}% ({groups[g]['correct']}/{groups[g]['n']})", (x, t), xytext=(0, 4),
                     textcoords="offset points", ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
     if len(labels) == 1:
         ax.set_xlim(-1, 1)
 
@@ -156,6 +161,8 @@ def plot(summary: dict, rows: Sequence[dict], path: str) -> str:
             ks = [int(k) for k in summary[key]]
             ax.plot(ks, [100 * summary[key][str(k)] for k in ks], marker="o", label=label)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
         ax.set_xlabel("k")
         ax.set_ylabel(f"% ({headline})")
         ax.set_ylim(0, 105)
@@ -176,6 +183,7 @@ def plot(summary: dict, rows: Sequence[dict], path: str) -> str:
             ax.set_xticklabels([f"{g}" for g in labels], rotation=30 if label == "by subject" else 0,
                                ha="right" if label == "by subject" else "center", fontsize=8)
             ax.set_title(f"{headline} accuracy {label} (95% Wilson)", fontsize=9)
+            ax.set_xlabel("subject" if label == "by subject" else "level")
         fig.suptitle(title, fontsize=11)
     else:
         # one category (GSM8K, or MATH rows without subjects): one labelled bar per scoring mode
@@ -187,7 +195,9 @@ def plot(summary: dict, rows: Sequence[dict], path: str) -> str:
         _bars(ax, labels, mode_groups)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels([f"{m} (headline)" if m == headline else m for m in labels], fontsize=9)
-        ax.set_title(f"{title}\ntop-1 accuracy over {summary['num_problems']} problems (95% Wilson)", fontsize=10)
+        only = "".join(f", all {k} {next(iter(g))}" for k, g in (("subject", subj), ("level", level)) if len(g) == 1)
+        ax.set_xlabel("scoring mode")
+        ax.set_title(f"{title}\ntop-1 accuracy over {summary['num_problems']} problems{only} (95% Wilson)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
