@@ -194,10 +194,15 @@ def _numbers_differ(gold: list, pred: list) -> bool:
 
     Any doubt -> False (let ``verify`` decide): relations, sets, matrices, percent, text-like
     symbol products (``\\text{Evelyn}`` vs ``Evelyn``), undefined functions, equal strings,
-    non-finite values.
+    non-finite values. Against a gold that is a plain number, a prediction ``x = value`` is its
+    value (as in ``verify``), and symbols in the prediction need no guard: no product of symbols
+    equals a number at two irrational sample points.
     """
     g_exprs = [g for g in gold if not isinstance(g, str)]
-    p_exprs = [p for p in pred if not isinstance(p, str)]
+    numeric_gold = bool(g_exprs) and all(isinstance(g, Expr) and not g.free_symbols and not g.has(UnevaluatedExpr)
+                                         for g in g_exprs)
+    p_exprs = [p.rhs if numeric_gold and isinstance(p, sympy.Eq) and isinstance(p.lhs, Symbol) else p
+               for p in pred if not isinstance(p, str)]
     g_strs = {g.strip() for g in gold if isinstance(g, str)}
     if not g_exprs or not p_exprs or any(p.strip() in g_strs for p in pred if isinstance(p, str)):
         return False
@@ -208,9 +213,9 @@ def _numbers_differ(gold: list, pred: list) -> bool:
 
     try:
         for e in g_exprs + p_exprs:
-            if not isinstance(e, Expr) or e.has(UnevaluatedExpr) or (e.free_symbols and text_like(e)):
+            if not isinstance(e, Expr) or e.has(UnevaluatedExpr):
                 return False
-            if any(len(str(x)) > 1 for x in e.free_symbols):
+            if not numeric_gold and e.free_symbols and (text_like(e) or any(len(str(x)) > 1 for x in e.free_symbols)):
                 return False
         for g in g_exprs:
             for p in p_exprs:
