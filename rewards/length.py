@@ -21,7 +21,7 @@ is correct when its score ≥ ``threshold``; a None there gives None here). Two 
       wrong:    r = wrong_long + (wrong_short − wrong_long) · c(L)           (shorter wrong answers lose more)
 
   defaults correct_short = 1.0, correct_long = 0.5, wrong_short = −1.0, wrong_long = −0.5.
-* ``shape="linear"`` (Kimi k1.5 length penalty, Kimi Team 2025, §2.3.3), relative to the completions of the same
+* ``shape="linear"`` (Kimi k1.5 length penalty, Kimi Team 2025), relative to the completions of the same
   prompt (rows with an equal prompt form a group): λ = 0.5 − (L − L_min) / (L_max,group − L_min); correct: r = λ,
   wrong: r = min(0, λ). A group whose lengths are all equal gets λ = 0.
 

@@ -504,9 +504,11 @@ def _render_objective(cfg: GRPOPlusConfig) -> str:
         "π_θ(o_it)/π_old(o_it)"
     if cfg.delta is not None and cfg.loss_type in OWN_LOSS_TYPES:
         rho += f", capped at δ = {cfg.delta:g} in the unclipped term (two-sided clip, INTELLECT-2)"
+    updates = cfg.num_iterations * cfg.steps_per_generation / cfg.gradient_accumulation_steps
     lines.append(f"ρ_it = {rho};  G = {cfg.num_generations};  μ = {cfg.num_iterations}"
                  + ("  (mini-batches re-drawn every epoch)" if cfg.shuffle_each_iteration and cfg.num_iterations > 1
-                    else ""))
+                    else "")
+                 + f";  policy updates per generation batch = μ·steps_per_generation/GA = {updates:g}")
     lines.append(_advantage_text(cfg) + "   [NaN rewards excluded; all-equal group → 0]")
     failure = ("a function that did not score a sample counts 0 (TRL's nansum)" if cfg.partial_reward_failure == "zero"
                else "a sample that any function did not score is dropped (NaN, Â = 0)")
