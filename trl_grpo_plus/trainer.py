@@ -22,9 +22,18 @@ Wiring only: the math lives in ``trl_grpo_plus.algos``, TRL's private hooks are 
   start (π_ref = π_θ₀; for a fresh LoRA, B = 0 makes this the base model, TRL's reference) and overwritten at each
   refresh. Without it, TRL's semantics hold (fresh adapter: base model; pre-trained adapter: copy made at start).
 - **Reward functions** are wrapped: one that raises gets None for that call (logged, counted), so training
-  continues; one that returns the wrong number of rewards stops training with an error naming it.
+  continues; one that returns the wrong number of rewards stops training with an error naming it. Fail closed: a
+  function that failed (raised, or counted a Verifier error) on ≥ reward_failure_fraction of the samples of the
+  last reward_failure_window generation batches stops training with an error naming it. partial_reward_failure
+  picks TRL's nansum ("zero") or a NaN reward ("drop") for a sample only some functions scored.
+- **Process supervision** (process_supervision=True, DeepSeekMath §4.1.3): a reward function may return step
+  lists (``trl_grpo_plus.step_rewards``); their char offsets are mapped to tokens on each process, the steps of
+  all processes are gathered, normalised over each group (``algos.process``) and turned into per-token advantages
+  Â_{i,t} [B, T], which the loss takes as they are.
+- **Dynamic sampling** (dynamic_sampling=True, DAPO): groups whose rewards are all equal are dropped and fresh
+  groups generated, up to dynamic_sampling_max_rounds extra rounds (``trl_grpo_plus.dynamic_sampling``).
 - **Metrics** beside TRL's: groups/zero_variance_frac, kl/<estimator>, rewards/excluded_samples,
-  rewards/failed_samples (TRL's kl, entropy and clip_ratio/* keep their names).
+  rewards/failed_samples, steps/*, dynamic_sampling/* (TRL's kl, entropy and clip_ratio/* keep their names).
 
 Not covered here (not run): vLLM generation, multi-GPU CUDA, DeepSpeed ZeRO-3 / FSDP reference refresh and
 reference checkpointing (the refresh uses TRL's ``SyncRefModelCallback.sync_target_model``, which handles ZeRO-3;
