@@ -356,11 +356,29 @@ def _serve():
 
 
 def _lead(n, setup):
-    """One job on the fork server: read it, run it, clean up, reply."""
+    """One job on the fork server: read it, run it, clean up, reply. A failure of the harness itself is
+    sent as a reply too (status ``sandbox_error`` on the host), so the host never waits it out."""
+    import marshal
+    import struct
+
+    reply_fd = os.dup(1)
+    try:
+        reply = _lead_job(n, setup)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        reply = {"res": b"", "out": b"", "err": ("harness: %r\n" % (exc,)).encode(), "timed_out": False,
+                 "exit": None, "seconds": 0.0, "failed": True}
+    data = marshal.dumps(reply)
+    data = struct.pack(">Q", len(data)) + data
+    while data:
+        data = data[os.write(reply_fd, data):]
+
+
+def _lead_job(n, setup):
     import marshal
     import select
     import signal
-    import struct
     import time
 
     monotonic = time.monotonic
@@ -374,7 +392,6 @@ def _lead(n, setup):
         os.chown(d, uid, uid)
         jobdirs.append(d)
     jobdirs.append(jobdirs[0])
-    reply_fd = os.dup(1)
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -435,17 +452,20 @@ def _lead(n, setup):
         if pid == main_pid and status is None:
             status = st
     for uid, d in zip(uids, jobdirs):
-        _cleanup_uid(uid, d, signal, select)
-        try:
+        try:  # most jobs leave no file and no process: then the cleanup helper's fork is skipped
             os.rmdir(d)
-        except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
-            pass
-    data = marshal.dumps({"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]),
-                          "err": bytes(bufs[err_r][-tail:]), "timed_out": timed_out or flooded,
-                          "exit": os.waitstatus_to_exitcode(status), "seconds": monotonic() - start})
-    data = struct.pack(">Q", len(data)) + data
-    while data:
-        data = data[os.write(reply_fd, data):]
+            emptied = True
+        except OSError:
+            emptied = False
+        if _uid_alive(uid) or not emptied:
+            _cleanup_uid(uid, d, signal, select)
+            try:
+                os.rmdir(d)
+            except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
+                pass
+    return {"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]), "err": bytes(bufs[err_r][-tail:]),
+            "timed_out": timed_out or flooded, "exit": os.waitstatus_to_exitcode(status),
+            "seconds": monotonic() - start}
 
 
 def _uid_alive(uid):

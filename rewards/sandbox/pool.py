@@ -269,6 +269,9 @@ def run_forkserver(iso: Isolation, job: Job) -> TestReport:
                 continue
             return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc), layer=iso.layer)
         _release_server(iso, job.tmp_mb, server)
+        if reply.get("failed"):
+            return TestReport(False, 0.0, "sandbox_error", stderr_tail=reply["err"].decode("utf-8", "replace"),
+                              layer=iso.layer, duration_s=time.monotonic() - start)
         return build_report(iso, key, job, reply["out"], reply["err"], reply["res"], reply["timed_out"],
                             reply["exit"], time.monotonic() - start)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -234,27 +234,29 @@ def send_frame(fd, body, *, write=None):
 
 def recv_frame(fd, *, deadline, monotonic, max_bytes=MAX_BYTES):
     """Read one framed message from ``fd`` before the ``deadline`` (a ``monotonic()`` time). Raises
-    TimeoutError, EOFError (the peer closed) or MalformedData (a frame over ``max_bytes``)."""
-    head = _read_exact(fd, 4, deadline, monotonic)
-    size = _U32.unpack(head)[0]
-    if size > max_bytes:
-        raise MalformedData("a frame of %d bytes is over the %d-byte limit" % (size, max_bytes))
-    return _read_exact(fd, size, deadline, monotonic)
-
-
-def _read_exact(fd, n, deadline, monotonic):
+    TimeoutError, EOFError (the peer closed) or MalformedData (a frame over ``max_bytes``, or bytes
+    past the frame: the channel is strictly one request, one reply)."""
     import os
     import select
 
-    buf = bytearray()
-    while len(buf) < n:
+    buf = b""
+    size = None
+    while size is None or len(buf) < size:
         left = deadline - monotonic()
         if left <= 0:
             raise TimeoutError("no answer before the deadline")
         if not select.select([fd], [], [], left)[0]:
             continue
-        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        want = 1 << 16 if size is None else min(size - len(buf), 1 << 20)
+        chunk = os.read(fd, want)
         if not chunk:
             raise EOFError("the other side closed the channel")
         buf += chunk
-    return bytes(buf)
+        if size is None and len(buf) >= 4:
+            size = _U32.unpack(buf[:4])[0]
+            if size > max_bytes:
+                raise MalformedData("a frame of %d bytes is over the %d-byte limit" % (size, max_bytes))
+            buf = buf[4:]
+    if len(buf) > size:
+        raise MalformedData("%d bytes past the end of a frame" % (len(buf) - size))
+    return buf
