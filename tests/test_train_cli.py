@@ -116,3 +116,24 @@ def test_verifier_spec_parsing():
     with pytest.raises(train.ConfigError, match="unknown"):
         train.parse_verifier_specs([{"name": "math", "wieght": 2}])
     assert train.parse_mapping("a:b, c:d", "column_mapping") == {"a": "b", "c": "d"}
+
+
+def test_math_example_trains_on_all_seven_subjects(monkeypatch):
+    """math_grpo.yaml says the 7,500-problem MATH train split: all 7 subject configs, concatenated in order."""
+    import datasets
+
+    from trl_grpo_plus.benchmarks.datasets import HENDRYCKS_CONFIGS
+
+    loaded = []
+
+    def fake_load_dataset(name, config, split):
+        loaded.append((name, config, split))
+        return datasets.Dataset.from_list([{"problem": f"{config} {i}", "solution": "$\\boxed{1}$"} for i in range(2)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    script_args, _, _ = train.parse(["--config", str(EXAMPLES / "math_grpo.yaml"), "--use_cpu", "true"])
+    ds = train.load_train_dataset(script_args)
+    assert [c for _, c, _ in loaded] == list(HENDRYCKS_CONFIGS) and len(HENDRYCKS_CONFIGS) == 7
+    assert {(n, s) for n, _, s in loaded} == {("EleutherAI/hendrycks_math", "train")}
+    assert len(ds) == 14 and ds[0]["problem"] == "algebra 0" and ds[13]["problem"] == "precalculus 1"
+    assert train.dataset_configs("a, b") == ["a", "b"] and train.dataset_configs(None) == [None]

@@ -42,7 +42,11 @@ def check_trl_version(installed: str | None = None) -> None:
     message = (
         f"trl-grpo-plus is tested with trl>={low},<{high} but trl {installed} is installed. GRPOPlusTrainer overrides "
         f"private hooks of trl.GRPOTrainer that change between TRL releases, so it may silently compute a different "
-        f'objective. Install a tested TRL with `pip install "trl>={low},<{high}"`, or set {ALLOW_ENV}=1 to try anyway.'
+        f'objective. To proceed, either install a tested TRL: `pip install "trl>={low},<{high}"` (pip keeps or moves '
+        f"transformers, accelerate, peft and datasets to versions that TRL accepts); or upgrade trl-grpo-plus to a "
+        f"release tested with trl {installed}: `pip install -U trl-grpo-plus`; or set {ALLOW_ENV}=1 to try anyway "
+        f"(a warning instead of this error), then run the TRL-equivalence tests of a source checkout "
+        f"(`python -m pytest tests/test_trainer_trl_equivalence.py`) before trusting the results."
     )
     if os.environ.get(ALLOW_ENV, "0") == "1":
         warnings.warn(message, RuntimeWarning, stacklevel=2)

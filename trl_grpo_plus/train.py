@@ -41,7 +41,9 @@ class TrainScriptArguments:
     ``GRPOPlusConfig``, the model's in TRL's ``ModelConfig``)."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. 'openai/gsm8k'."})
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. 'main'."})
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Hub dataset config, e.g. 'main'. Several configs are concatenated in order: "
+                                "a YAML list or 'a,b,c' on the CLI (e.g. the 7 MATH subjects)."})
     dataset_file: str | None = field(
         default=None, metadata={"help": "Local data file (.jsonl/.json/.csv/.parquet); used instead of dataset_name."}
     )
@@ -172,7 +174,28 @@ def load_train_dataset(args: TrainScriptArguments):
         return load_dataset(LOCAL_DATA_FORMATS[ext], data_files=args.dataset_file, split="train")
     if not args.dataset_name:
         raise ConfigError("No dataset: set dataset_name (a hub id) or dataset_file (a local .jsonl/.json/.csv/.parquet).")
-    return load_dataset(args.dataset_name, args.dataset_config, split=args.dataset_train_split)
+    configs = dataset_configs(args.dataset_config)
+    try:
+        parts = [load_dataset(args.dataset_name, config, split=args.dataset_train_split) for config in configs]
+    except Exception as exc:  # offline, unknown id / config / split
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"dataset_name={args.dataset_name!r} (dataset_config={args.dataset_config!r}, "
+                          f"dataset_train_split={args.dataset_train_split!r}) could not be loaded ({type(exc).__name__}: "
+                          f"{reason[:300]}). Offline? Pass a local file with dataset_file (same columns).") from None
+    if len(parts) == 1:
+        return parts[0]
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets(parts)
+
+
+def dataset_configs(value) -> list:
+    """``dataset_config`` as a list: None, one name, a YAML list, or 'a,b,c'."""
+    if value is None or value == "":
+        return [None]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def prepare_dataset(dataset, args: TrainScriptArguments, verifiers):
