@@ -64,6 +64,9 @@ MAX_ANSWER_CHARS = 4_000
 # Boxes further apart than this (or with more than connectors between them) are separate answers.
 _MAX_BOX_GAP = 80
 _MAX_BOXES = 64  # only the last this many boxes are looked at
+# An unanchored math span longer than this is a derivation, not a final answer (MATH's longest gold
+# answer has 81 characters; a 3x3 matrix about 60).
+_MAX_SPAN_ANSWER = 150
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:|=)\s*:?\s*", re.I)
@@ -185,13 +188,10 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
     return _scan_math(text)[0]
 
 
-def _ends_inside_math(text: str) -> bool:
-    """Does ``text`` stop inside an unclosed math span (``... so $x = ``): cut off mid-formula?"""
-    return _scan_math(text)[1]
-
-
-def _scan_math(text: str) -> tuple[list[tuple[int, int, str]], bool]:
-    spans, opener, open_at = [], None, 0
+def _scan_math(text: str) -> tuple[list[tuple[int, int, str]], int | None]:
+    """The math spans of ``text`` and, when the text stops inside an unclosed span (cut off
+    mid-formula: ``... so $x = 12 +``), where that span opens (else None)."""
+    spans, opener, open_at, start = [], None, 0, 0
     for m in _SPAN_TOKEN_RE.finditer(text):
         tok = m.group(0)
         if tok == "\\$":
@@ -210,7 +210,7 @@ def _scan_math(text: str) -> tuple[list[tuple[int, int, str]], bool]:
             opener = None
         elif tok in ("$", "$$") and opener in ("\\(", "\\["):
             continue
-    return spans, opener is not None and text[open_at:].strip() != ""
+    return spans, (start if opener is not None and text[open_at:].strip() else None)
 
 
 def _prose_words(s: str) -> list[str]:
@@ -223,11 +223,14 @@ def _last_math_span(text: str) -> tuple[int, str] | None:
     """The last math span group that is mathematics, not prose wrapped in dollars
     (``$5 per hour and works 3 hours so $`` is not an answer). A chain ``x = 2 + 3 = 5`` states its
     last value: it is read as ``x = 5``. None when the text stops inside an unclosed span."""
-    spans, cut_off = _scan_math(text)
-    if cut_off:  # the completion stops mid-formula: it never stated a final answer
+    spans, cut_at = _scan_math(text)
+    if cut_at is not None:  # the completion stops mid-formula: it never stated a final answer
         return None
     spans = [(a, b, _chain_result(c)) for a, b, c in spans if len(_prose_words(c)) < 2]
-    return _last_group(spans, text)
+    group = _last_group(spans, text)
+    if group and len(group[1]) > _MAX_SPAN_ANSWER:  # a derivation, not a stated answer
+        return None
+    return group
 
 
 _LABEL_RE = re.compile(r"[A-Za-z](?:_\{?\w{1,3}\}?)?")
@@ -328,9 +331,11 @@ def _bare_answer(text: str) -> str | None:
 
 
 def _prose_number(text: str) -> str | None:
-    """The last number standing alone in the prose of ``text`` (outside math spans and boxes)."""
-    masked = text
-    for a, b, _ in reversed(_math_spans(text)):
+    """The last number standing alone in the prose of ``text`` (outside math spans, including an
+    unclosed one at the end)."""
+    spans, cut_at = _scan_math(text)
+    masked = text if cut_at is None else text[:cut_at]
+    for a, b, _ in reversed(spans):
         masked = masked[:a] + " " * (b - a) + masked[b:]
     nums = _PROSE_NUMBER_RE.findall(masked)
     return nums[-1] if nums else None

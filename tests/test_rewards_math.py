@@ -39,6 +39,10 @@ EXTRACTION = [
      "10,455", None),  # the final-answer sentence comes after the boxes
     ("Natalia sold 48+24 = 72 clips.\n#### 72", "72", None),
     ("We get $x = 3$ and then $y = 4$.", "y = 4", None),  # last math span
+    ("Adding up, $S = 2 + 3 + 4 = 9$", "S = 9", None),  # a chain states its last value
+    ("Then $2 + 3 = 5 = 10/2$ and", "10/2", None),
+    ("so $0 < x = 3 = y$", "0 < x = 3 = y", None),  # a relation in it: not a chain of equalities
+    ("We multiply: $3 \\cdot 4 = 12$, then we get $12 + 8 =", None, None),  # cut off mid-formula: no number from it
     ("no anchor, numbers 3 and then 17.5 here.", None, "17.5"),
     ("one-half is 1/2", None, "1/2"),
     ("no numbers at all", None, None),
