@@ -78,6 +78,12 @@ class Scorer:
     def __init__(self, benchmark: str, *, fewshot: bool = False, headline: str = "strict",
                  verifier: Callable | None = None, verifier_options: dict | None = None):
         spec = get_spec(benchmark)
+        clash = sorted(set(verifier_options or {}) & {"mode", "fallback_last_number"})
+        if clash:
+            raise BenchmarkDataError(
+                f"verifier_options={verifier_options!r} sets {', '.join(clash)}, but every scoring mode is computed "
+                "side by side; drop it and pick the reported one with headline='strict' | 'flexible' | 'deepseek'."
+            )
         self.benchmark = benchmark
         self.verifier_name = spec.verifier
         self.verifiers = {m: registry_verifier(spec.verifier, m, verifier_options) for m in ("strict", "flexible")}

@@ -84,3 +84,5 @@ def test_modes_side_by_side():
     assert custom.headline == "custom" and custom.score(ex, "p", ["x"])["custom"][0] == [1.0]
     with pytest.raises(ValueError, match="headline='lenient'"):
         Scorer("gsm8k", headline="lenient")
+    with pytest.raises(ValueError, match="sets fallback_last_number.*headline="):
+        Scorer("gsm8k", verifier_options={"fallback_last_number": False})
