@@ -109,7 +109,7 @@ def run_tests(program: str, tests, *, timeout_s: float = 5.0, memory_mb: int = 1
     job = Job(program, tuple(items), mode, float_tol=float_tol, timeout_s=float(timeout_s), memory_mb=memory_mb,
               setup_code=setup_code, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=tmp_mb, output_bytes=output_bytes,
               eq_guard=eq_guard, judge=judge)
-    if not fresh_process and iso.layer in ("bwrap", "unshare") and os.geteuid() == 0:
+    if not fresh_process and (iso.layer == "bwrap" or (iso.layer == "unshare" and os.geteuid() == 0)):
         return run_forkserver(iso, job)
     return run_fresh(iso, job)
 

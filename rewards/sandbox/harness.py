@@ -135,6 +135,24 @@ def _prctl_hardening():
         pass
 
 
+def _drop_capabilities():
+    """Empty the effective, permitted, inheritable and ambient capability sets (capset(2)). The uid
+    drop does this as root; without it (a normal user's sandbox) the harness held CAP_SYS_ADMIN in the
+    sandbox's user namespace to make each job's namespaces, and user code must not."""
+    libc, ctypes = _libc()
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:  # _LINUX_CAPABILITY_VERSION_3
+        err = ctypes.get_errno()
+        raise OSError(err, "harness: capset failed: %s" % os.strerror(err))
+
+
 def _become(uid, workdir, env, limits):
     """The last steps before untrusted (or judged) code runs in this process."""
     dropped = uid is not None and os.getuid() == 0
@@ -146,42 +164,106 @@ def _become(uid, workdir, env, limits):
         os.environ.clear()
         os.environ.update(env)
     os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    if not dropped:
+        _drop_capabilities()  # the sandbox's own user namespace gave the harness CAP_SYS_ADMIN
     if not dropped or limits.get("nnp"):
         _prctl_hardening()  # setuid() away from root already made us non-dumpable; bwrap set no_new_privs
     _apply_limits(limits)
 
 
-def _run(first, read_second, result_fd, workdirs, env):
-    """Start one job's processes. -> (pid whose exit ends the job, [every pid started])."""
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x40000000, 0x20000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_libc_cache = []
+
+
+def _libc():
+    if not _libc_cache:
+        import ctypes
+
+        _libc_cache.append((ctypes.CDLL(None, use_errno=True), ctypes))
+    return _libc_cache[0]
+
+
+def _fork_in_new_pid_namespace(required):
+    """fork(), the child being pid 1 of a new pid namespace: when it ends, the kernel kills every
+    process left in it (no orphan survives a job). -> (pid, whether the namespace was made). The
+    caller returns to its own pid namespace at once, so its later children (cleanup helpers) are not
+    in the job's. Needs CAP_SYS_ADMIN (root, or the sandbox's own user namespace)."""
+    libc, ctypes = _libc()
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    try:
+        if libc.unshare(_CLONE_NEWPID) != 0:
+            err = ctypes.get_errno()
+            if required:
+                raise OSError(err, "harness: unshare(CLONE_NEWPID) failed: %s" % os.strerror(err))
+            return os.fork(), False
+        pid = os.fork()
+        if pid and libc.setns(own, _CLONE_NEWPID) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "harness: setns back to the harness's pid namespace failed: %s" % os.strerror(err))
+        return pid, True
+    finally:
+        os.close(own)
+
+
+def _private_world(tmp_mb, uid):
+    """In the job's process, pid 1 of its own pid namespace: its own mount, IPC and network namespaces,
+    a /proc of its pid namespace, fresh size-capped tmpfs over /tmp, /var/tmp and /dev/shm, and a
+    0700 working dir there. Nothing of an earlier or concurrent job is visible, and nothing it leaves
+    (files, SysV/POSIX IPC objects, sockets) outlives it. -> the working dir."""
+    libc, ctypes = _libc()
+
+    def check(rc, what):
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "harness: %s failed: %s" % (what, os.strerror(err)))
+
+    check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET), "unshare(mount, ipc, net)")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
+    check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mounting /proc")
+    opts = ("size=%dm,mode=1777" % tmp_mb).encode()
+    for target in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(target) and not os.path.islink(target):
+            check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts), "mounting " + target)
+    workdir = "/tmp/job"
+    os.mkdir(workdir, 0o700)
+    if uid is not None and os.getuid() == 0:
+        os.chown(workdir, uid, uid)
+    return workdir
+
+
+def _run(first, read_second, result_fd, workdirs, env, namespaces):
+    """Start one job's processes. ``namespaces``: "required" (the fork server: each job needs its own),
+    "try" (a fresh sandbox per job already isolates jobs), or "" (layer none).
+    -> (pid whose exit ends the job, [pids to kill at the end], the program's pid)."""
     import time
 
     limits = first["limits"]
+
+    def program_process(work):
+        """In the child that will run user code: its own world, then the last steps before it."""
+        (keep,) = work
+        if in_ns:
+            workdir = _private_world(int(limits.get("tmp_mb", 64)), limits.get("uid"))
+        else:
+            workdir = workdirs[0]
+        _stdin_to_devnull()
+        os.setsid()
+        _become(limits.get("uid"), workdir, env, limits)
+        return keep
+
     if first["mode"] == "assert" and first["judge"] == "isolated":
         import socket
 
         prog_sock, judge_sock = socket.socketpair()
         prog_fd, judge_fd = prog_sock.detach(), judge_sock.detach()
-        program_pid = os.fork()
-        if program_pid == 0:  # the program's process: it never sees the tests
-            try:
-                (prog_fd,) = _keep_fds(prog_fd)
-                _stdin_to_devnull()
-                os.setsid()
-                _become(limits.get("uid"), workdirs[0], env, limits)
-                serve_program(prog_fd, first["program"], time.monotonic, _describe)
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException as exc:
-                _harness_failure(exc)
-            finally:
-                os._exit(0)
-        os.close(prog_fd)
-        second = read_second()
         judge_pid = os.fork()
-        if judge_pid == 0:  # the judge's process: tests, expected values, the result channel
+        if judge_pid == 0:  # the judge: it alone reads the tests (fd 0) and holds the result channel
             try:
-                judge_fd, result_fd = _keep_fds(judge_fd, result_fd)
+                judge_fd, result_fd, stdin = _keep_fds(judge_fd, result_fd, 0)
+                second = read_second(stdin)
                 _stdin_to_devnull()
+                os.close(stdin)
                 os.setsid()
                 record = _recorder(second["key"], result_fd)
                 deadline = time.monotonic() + float(limits["wall_s"])
@@ -196,15 +278,28 @@ def _run(first, read_second, result_fd, workdirs, env):
             finally:
                 os._exit(0)
         os.close(judge_fd)
-        return judge_pid, [judge_pid, program_pid]
-    second = read_second()
-    pid = os.fork()
+        # the program's process is forked from a leader that never read the tests
+        program_pid, in_ns = (_fork_in_new_pid_namespace(namespaces == "required") if namespaces
+                              else (os.fork(), False))
+        if program_pid == 0:
+            try:
+                (prog_fd,) = _keep_fds(prog_fd)
+                program_process((prog_fd,))
+                serve_program(prog_fd, first["program"], time.monotonic, _describe)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException as exc:
+                _harness_failure(exc)
+            finally:
+                os._exit(0)
+        os.close(prog_fd)
+        return judge_pid, [judge_pid, program_pid], program_pid
+    second = read_second(0)
+    pid, in_ns = _fork_in_new_pid_namespace(namespaces == "required") if namespaces else (os.fork(), False)
     if pid == 0:  # one process: the in-process judge, or the stdin/stdout cases' runner
         try:
             (result_fd,) = _keep_fds(result_fd)
-            _stdin_to_devnull()
-            os.setsid()
-            _become(limits.get("uid"), workdirs[0], env, limits)
+            program_process((result_fd,))
             payload = dict(first, **second)
             _run_job(payload, _recorder(payload.pop("key"), result_fd), limits, result_fd)
             sys.stdout.flush()
@@ -213,7 +308,47 @@ def _run(first, read_second, result_fd, workdirs, env):
             _harness_failure(exc)
         finally:
             os._exit(0)
-    return pid, [pid]
+    return pid, [pid], pid
+
+
+class _Budget:
+    """The job's own CPU time and memory, summed over every process in its pid namespace(s) (those
+    that /proc lists with more than one NSpid), polled by the leader: ``timeout_s`` CPU-seconds and
+    ``memory_mb`` of RSS in all. A job that passes either is killed; the kill ends its namespace."""
+
+    def __init__(self, limits):
+        self.cpu_s = float(limits.get("job_cpu_s") or 0)
+        self.rss = int(limits.get("job_memory_mb") or 0) << 20
+        self.tick = float(os.sysconf("SC_CLK_TCK"))
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.exceeded = ""
+
+    def check(self):
+        """-> "" or what was exceeded ("cpu" / "memory")."""
+        if self.exceeded or not (self.cpu_s or self.rss):
+            return self.exceeded
+        cpu = rss = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/status" % name, "rb") as f:
+                    status = f.read()
+                nspid = status.split(b"NSpid:", 1)[1].split(b"\n", 1)[0].split()
+                if len(nspid) < 2:
+                    continue
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                with open("/proc/%s/statm" % name, "rb") as f:
+                    rss += int(f.read().split()[1]) * self.page
+            except (OSError, IndexError, ValueError):
+                continue
+            cpu += sum(int(x) for x in fields[11:15]) / self.tick  # utime stime cutime cstime
+        if self.cpu_s and cpu > self.cpu_s:
+            self.exceeded = "cpu"
+        elif self.rss and rss > self.rss:
+            self.exceeded = "memory"
+        return self.exceeded
 
 
 def _keep_fds(*fds):
@@ -266,12 +401,38 @@ def _preload():
     import types  # noqa: F401
 
 
+def _job_dirs(base, limits):
+    """(program's dir, judge's dir) when the job does not get a private /tmp: as root a 0700 dir per
+    uid under a root-owned base the job cannot change, else the base itself."""
+    if os.getuid() != 0:
+        return base, base
+    os.chmod(base, 0o711)
+    dirs = []
+    for name, uid in (("p", limits.get("uid")), ("j", limits.get("judge_uid"))):
+        d = os.path.join(base, name)
+        os.mkdir(d, 0o700)
+        if uid is not None:
+            os.chown(d, uid, uid)
+        dirs.append(d)
+    return tuple(dirs)
+
+
+def _kill(pids):
+    import signal
+
+    for pid in pids:
+        for target in (pid, -pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _main():
     """One-shot mode: this process runs exactly one job, then exits (the sandbox then ends every
-    process left in its pid namespace)."""
+    process left in its pid namespace). Exit code 124: the job passed its CPU budget; 125: its memory."""
     import marshal
-    import resource  # noqa: F401  before the uid drop: the install may not be readable after it
-    import signal
+    import select
     import time
 
     first = marshal.loads(_read_frame(0))
@@ -280,34 +441,28 @@ def _main():
     limits = first["limits"]
     if limits.get("private_tmp"):
         _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777)
-    if os.getuid() != 0 or limits.get("nnp"):
-        import ctypes  # noqa: F401  (used by _prctl_hardening after the drop)
     if os.getuid() != 0:
-        _prctl_hardening()  # the tests will sit in this process's memory: same uid as the program
-    workdir = limits.get("chdir") or os.getcwd()
-    workdirs = (workdir, workdir)
-    if os.getuid() == 0:  # a dir per uid under a root-owned base the job cannot change
-        os.chmod(workdir, 0o711)
-        dirs = []
-        for name, uid in (("p", limits.get("uid")), ("j", limits.get("judge_uid"))):
-            if uid is not None:
-                d = os.path.join(workdir, name)
-                os.mkdir(d, 0o700)
-                os.chown(d, uid, uid)
-                dirs.append(d)
-        workdirs = (dirs + [workdir, workdir])[:2] if len(dirs) == 2 else ((dirs or [workdir])[0],) * 2
+        _prctl_hardening()  # the tests may sit in this process's memory: same uid as the program
+    workdirs = _job_dirs(limits.get("chdir") or os.getcwd(), limits)
     start = time.monotonic()
-    main_pid, pids = _run(first, lambda: marshal.loads(_read_frame(0)), first["result_fd"],
-                          workdirs, None)
+    main_pid, pids, program_pid = _run(first, lambda fd: marshal.loads(_read_frame(fd)), first["result_fd"],
+                                       workdirs, None, limits.get("namespaces", ""))
     os.close(first["result_fd"])
     _stdin_to_devnull()
-    _wait(main_pid, start + float(limits["wall_s"]) + 0.5)
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    os._exit(0)
+    budget = _Budget(limits)
+    deadline = start + float(limits["wall_s"]) + 0.5
+    next_check = 0.0
+    while time.monotonic() < deadline:
+        if os.waitpid(main_pid, os.WNOHANG)[0]:
+            break
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 0.02
+            if budget.check():
+                _kill([program_pid])  # its namespace ends with it; the judge then reports the test
+        select.select([], [], [], 0.002)
+    _kill(pids)
+    os._exit({"cpu": 124, "memory": 125}.get(budget.exceeded, 0))
 
 
 def _serve():
@@ -326,8 +481,7 @@ def _serve():
         _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711)
     if setup.get("nnp"):
         import ctypes  # noqa: F401
-    os.chmod("/tmp", 0o711)  # jobs write only in their own dirs, never in a dir a later job reads
-    for shared in ("/dev/shm", "/var/tmp"):
+    for shared in ("/tmp", "/dev/shm", "/var/tmp"):  # judges write only in their own dirs
         try:
             os.chmod(shared, 0o711)
         except OSError:
@@ -384,21 +538,19 @@ def _lead_job(n, setup):
     monotonic = time.monotonic
     first = marshal.loads(_read_frame(0))
     limits = first["limits"]
-    uids = [u for u in (limits.get("uid"), limits.get("judge_uid")) if u is not None]
-    jobdirs = []
-    for k, uid in enumerate(uids):
-        d = "/tmp/job%d%s" % (n, "j" if k else "")
-        os.mkdir(d, 0o700)
-        os.chown(d, uid, uid)
-        jobdirs.append(d)
-    jobdirs.append(jobdirs[0])
+    judge_uid = limits.get("judge_uid")
+    judge_dir = "/tmp/job%d" % n  # the judge's; the program's process gets a private /tmp of its own
+    os.mkdir(judge_dir, 0o700)
+    if judge_uid is not None:
+        os.chown(judge_dir, judge_uid, judge_uid)
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     start = monotonic()
-    main_pid, pids = _run(first, lambda: marshal.loads(_read_frame(0)), res_w, jobdirs, first["env"])
+    main_pid, pids, program_pid = _run(first, lambda fd: marshal.loads(_read_frame(fd)), res_w,
+                                       (judge_dir, judge_dir), first["env"], "required")
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)  # the leader keeps no end of the job's pipes (and no more of fd 0)
@@ -409,19 +561,26 @@ def _lead_job(n, setup):
     bufs = {res_r: bytearray(), out_r: bytearray(), err_r: bytearray()}
     open_fds = [res_r, out_r, err_r]
     deadline = start + float(limits["wall_s"])
+    budget = _Budget(limits)
+    next_check = 0.0
     timed_out = flooded = False
     status = None
     while open_fds:
-        left = deadline - monotonic()
+        now = monotonic()
+        left = deadline - now
         if left <= 0:
             timed_out = True
             break
+        if now >= next_check:
+            next_check = now + 0.02
+            if budget.check():
+                _kill([program_pid])  # its pid namespace ends with it; the judge then reports the test
         if status is None:
             wpid, st = os.waitpid(main_pid, os.WNOHANG)
             if wpid:
                 status = st  # what it wrote is already in the pipes
         exited = status is not None
-        ready, _, _ = select.select(open_fds, [], [], 0 if exited else min(left, 0.05))
+        ready, _, _ = select.select(open_fds, [], [], 0 if exited else min(left, 0.02))
         for fd in ready:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
@@ -438,12 +597,7 @@ def _lead_job(n, setup):
                 del buf[:-tail]
         if exited and not ready:
             break  # drained; whatever still holds the pipes (the program's process) is killed below
-    for pid in pids:
-        if pid != main_pid or status is None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    _kill([p for p in pids if p != main_pid or status is None])
     for pid in pids:  # reap them first: a zombie would keep kill(-1) in _cleanup_uid succeeding
         try:
             _, st = os.waitpid(pid, 0)
@@ -451,21 +605,33 @@ def _lead_job(n, setup):
             continue
         if pid == main_pid and status is None:
             status = st
-    for uid, d in zip(uids, jobdirs):
-        try:  # most jobs leave no file and no process: then the cleanup helper's fork is skipped
-            os.rmdir(d)
-            emptied = True
-        except OSError:
-            emptied = False
-        if _uid_alive(uid) or not emptied:
-            _cleanup_uid(uid, d, signal, select)
-            try:
-                os.rmdir(d)
-            except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
-                pass
+    # the program's processes ended with its pid namespace; the judge's uid is checked all the same
+    for uid in (limits.get("uid"), judge_uid):
+        if uid is not None and _uid_alive(uid):
+            _cleanup_uid(uid, "/nonexistent", signal, select)
+    try:  # most judges leave no file: then no cleanup helper is forked
+        os.rmdir(judge_dir)
+    except OSError:
+        if judge_uid is not None:
+            _cleanup_uid(judge_uid, judge_dir, signal, select)
+        else:
+            _remove_tree(judge_dir)
+        try:
+            os.rmdir(judge_dir)
+        except OSError:  # a dir the job made unremovable: it stays on the sandbox's tmpfs
+            pass
     return {"res": bytes(bufs[res_r]), "out": bytes(bufs[out_r][-tail:]), "err": bytes(bufs[err_r][-tail:]),
-            "timed_out": timed_out or flooded, "exit": os.waitstatus_to_exitcode(status),
-            "seconds": monotonic() - start}
+            "timed_out": timed_out or flooded or budget.exceeded == "cpu", "exceeded": budget.exceeded,
+            "exit": os.waitstatus_to_exitcode(status), "seconds": monotonic() - start}
+
+
+def _remove_tree(top):
+    for root, dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        for name in dirs:
+            full = os.path.join(root, name)
+            os.unlink(full) if os.path.islink(full) else os.rmdir(full)
 
 
 def _uid_alive(uid):

@@ -110,11 +110,13 @@ def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
     if root:  # no user namespace: it would map the sandbox to host root; the harness drops uid.
         # Keep only the capabilities the harness needs to hand jobs their own uid (all are cleared
         # by the kernel at the setuid() away from root, before any user code).
+        # CAP_SYS_ADMIN: the harness gives every job its own pid, mount, ipc and net namespaces.
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL"]
+                "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL", "--cap-add", "CAP_SYS_ADMIN"]
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        cmd += ["--unshare-all"]
+    else:  # CAP_SYS_ADMIN inside the sandbox's own user namespace, for the per-job namespaces; the
+        # harness empties its capability sets before any user code (see harness._drop_capabilities)
+        cmd += ["--unshare-all", "--cap-add", "CAP_SYS_ADMIN"]
     cmd += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"):
         if os.path.islink(top):

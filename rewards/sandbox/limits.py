@@ -29,12 +29,23 @@ def fresh_uids(n: int) -> list[int]:
     return [UID_BASE + (nxt + k) % UID_SPAN for k in range(n)]
 
 
+def wall_backstop(timeout_s: float) -> float:
+    """The wall-clock limit of a job whose budget is ``timeout_s`` CPU-seconds."""
+    return 2.0 * timeout_s + 1.0
+
+
 def job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, n_items, uids=(None, None)):
-    """The limits dict the harness reads. ``cpu_s`` = ceil(timeout_s) + 1 (RLIMIT_CPU per process),
-    ``memory_mb`` = RLIMIT_AS per process, ``wall_s`` = the job's wall-clock budget, ``uid`` /
-    ``judge_uid`` = the program's and the judge's uids (None: no uid change)."""
+    """The limits dict the harness reads.
+
+    Per process: ``cpu_s`` = ceil(timeout_s) + 1 (RLIMIT_CPU), ``memory_mb`` (RLIMIT_AS), ``nproc``,
+    ``fsize_mb``, ``nofile``. Per job (every process of the program's pid namespace together, polled
+    by the harness every 20 ms): ``job_cpu_s`` = timeout_s CPU-seconds and ``job_memory_mb`` =
+    memory_mb of RSS. ``wall_s`` = 2 * timeout_s + 1 is only a backstop (a program that sleeps), so a
+    job is not failed for CPU that other jobs took. ``uid`` / ``judge_uid``: the program's and the
+    judge's uids (None: no uid change)."""
     # the result channel carries each stdin/stdout case's output as hex: room for all of them
     result_cap = RESULT_CAP + 2 * output_bytes * n_items + n_items * 256
     return {"cpu_s": math.ceil(timeout_s) + 1, "memory_mb": memory_mb, "fsize_mb": fsize_mb, "nofile": 64,
-            "nproc": nproc, "uid": uids[0], "judge_uid": uids[1], "wall_s": timeout_s,
+            "nproc": nproc, "uid": uids[0], "judge_uid": uids[1], "wall_s": wall_backstop(timeout_s),
+            "job_cpu_s": float(timeout_s), "job_memory_mb": memory_mb,
             "case_output_bytes": output_bytes, "result_cap": result_cap}

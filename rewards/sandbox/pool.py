@@ -83,7 +83,10 @@ def _limits(job: Job, iso: Isolation) -> dict:
     limits = job_limits(timeout_s=job.timeout_s, memory_mb=job.memory_mb, fsize_mb=job.fsize_mb,
                         output_bytes=job.output_bytes, nproc=job.nproc if (root or iso.layer != "none") else 0,
                         n_items=len(job.items), uids=_uids(job))
-    limits.update(tmp_mb=job.tmp_mb, nnp=iso.layer == "unshare")  # bwrap sets no_new_privs itself
+    limits.update(tmp_mb=job.tmp_mb, nnp=iso.layer == "unshare",  # bwrap sets no_new_privs itself
+                  namespaces="try" if iso.layer != "none" else "")  # the fork server requires them
+    if iso.layer == "none":  # no pid namespace to sum over: rlimits per process and the wall clock only
+        limits.update(job_cpu_s=0, job_memory_mb=0, wall_s=job.timeout_s)
     return limits
 
 
@@ -120,14 +123,16 @@ def run_fresh(iso: Isolation, job: Job) -> TestReport:
         return TestReport(False, 0.0, "sandbox_error", stderr_tail=repr(exc), layer=iso.layer)
     os.close(w_fd)
     try:
-        out, err, res, timed_out = _pump(proc, data, r_fd, deadline=start + job.timeout_s + 1.0,
+        out, err, res, timed_out = _pump(proc, data, r_fd, deadline=start + limits["wall_s"] + 1.0,
                                          result_cap=limits["result_cap"])
     finally:
         os.close(r_fd)
         _reap(proc, [u for u in (limits["uid"], limits["judge_uid"]) if u is not None] if iso.layer == "none" else [])
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    return build_report(iso, key, job, out, err, res, timed_out, proc.returncode, time.monotonic() - start)
+    exceeded = {124: "cpu", 125: "memory"}.get(proc.returncode, "")  # the harness's own verdict on the budget
+    return build_report(iso, key, job, out, err, res, timed_out or exceeded == "cpu", proc.returncode,
+                        time.monotonic() - start, exceeded=exceeded)
 
 
 class _ForkServer:
@@ -137,7 +142,7 @@ class _ForkServer:
     def __init__(self, iso: Isolation, tmp_mb: int):
         python = [sys.executable, "-I", "-S", "-c", HARNESS_SOURCE, "serve"]
         if iso.layer == "bwrap":
-            cmd = [*bwrap_prefix(iso.executable, True, tmp_mb), *python]
+            cmd = [*bwrap_prefix(iso.executable, os.geteuid() == 0, tmp_mb), *python]
         else:
             cmd = unshare_command(True) + python
         self.pid = os.getpid()
@@ -258,7 +263,7 @@ def run_forkserver(iso: Isolation, job: Job) -> TestReport:
                                "interpreter per program instead", iso.layer, exc)
             return run_fresh(iso, job)
         try:
-            reply = server.run(data, deadline=start + job.timeout_s + 5.0,
+            reply = server.run(data, deadline=start + limits["wall_s"] + 5.0,
                                max_bytes=limits["result_cap"] + 4 * TAIL_BYTES + 4096)
         except TimeoutError:
             server.close()
@@ -273,7 +278,7 @@ def run_forkserver(iso: Isolation, job: Job) -> TestReport:
             return TestReport(False, 0.0, "sandbox_error", stderr_tail=reply["err"].decode("utf-8", "replace"),
                               layer=iso.layer, duration_s=time.monotonic() - start)
         return build_report(iso, key, job, reply["out"], reply["err"], reply["res"], reply["timed_out"],
-                            reply["exit"], time.monotonic() - start)
+                            reply["exit"], time.monotonic() - start, exceeded=reply.get("exceeded", ""))
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -70,9 +70,13 @@ def _parse_records(key: bytes, raw: bytes):
     return records
 
 
-def build_report(iso, key, job, out, err, res, timed_out, exit_code, duration) -> TestReport:
+def build_report(iso, key, job, out, err, res, timed_out, exit_code, duration, exceeded="") -> TestReport:
     """The report of one run from what the harness sent: ``res`` (signed records), ``out``/``err``
-    (capped tails), whether the host's deadline passed, the harness's exit code."""
+    (capped tails), whether the time ran out, the harness's exit code, and which job budget the
+    harness killed the program for ("cpu" / "memory" / "")."""
+    if exceeded:
+        err = err + (b"\nsandbox: the job passed its %s budget (all its processes together); killed\n"
+                     % (b"CPU-time" if exceeded == "cpu" else b"memory"))
     items, float_tol = job.items, job.float_tol
     n = len(items)
     results = [TestResult(i, False, "did not run") for i in range(n)]
