@@ -35,9 +35,11 @@ Wiring only: the math lives in ``trl_grpo_plus.algos``, TRL's private hooks are 
 - **Metrics** beside TRL's: groups/zero_variance_frac, kl/<estimator>, rewards/excluded_samples,
   rewards/failed_samples, steps/*, dynamic_sampling/* (TRL's kl, entropy and clip_ratio/* keep their names).
 
-Not covered here (not run): vLLM generation, multi-GPU CUDA, DeepSpeed ZeRO-3 / FSDP reference refresh and
-reference checkpointing (the refresh uses TRL's ``SyncRefModelCallback.sync_target_model``, which handles ZeRO-3;
-FSDP-sharded references are not gathered).
+Sharded engines (run on two CPU processes by tests/test_fsdp.py and tests/test_deepspeed.py): under FSDP2 the refresh
+copies the reference shard by shard (same layout as the policy, checked first); under ZeRO-3 it goes through TRL's
+``SyncRefModelCallback.sync_target_model`` (one gather), and the PEFT adapter copy through ``sharded.writable``; the
+reference checkpoint is one gathered file of full tensors (``trl_grpo_plus.sharded``). FSDP1 with ref_refresh_steps
+is refused. Not covered here (not run): vLLM generation, multi-GPU CUDA.
 """
 
 from __future__ import annotations
