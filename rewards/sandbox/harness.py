@@ -198,7 +198,10 @@ def _fork_in_new_pid_namespace(required):
                 raise OSError(err, "harness: unshare(CLONE_NEWPID) failed: %s" % os.strerror(err))
             return os.fork(), False
         pid = os.fork()
-        if pid and libc.setns(own, _CLONE_NEWPID) != 0:
+        if pid and libc.setns(own, _CLONE_NEWPID) != 0 and os.getuid() == 0:
+            # as a normal user the sandbox's pid namespace belongs to bwrap's user namespace and the
+            # way back is refused; the leader forks nothing after the job's processes there (no uid
+            # cleanup helpers without root), so only root needs it
             err = ctypes.get_errno()
             raise OSError(err, "harness: setns back to the harness's pid namespace failed: %s" % os.strerror(err))
         return pid, True
