@@ -451,16 +451,36 @@ def _norm(s: str) -> str:
 
 def quick_verdict(pred: str, gold: str) -> bool | None:
     """A verdict that needs no parser, or None: equal normalised strings are equivalent; two plain
-    decimal numbers are compared exactly (``50`` != ``5``, ``72.0`` = ``72``); a prediction longer
-    than ``MAX_ANSWER_CHARS`` is wrong."""
+    decimals or simple fractions (``\\frac{a}{b}``, ``a/b``) are compared exactly (``50`` != ``5``,
+    ``72.0`` = ``72``, ``\\frac{6}{8}`` = ``0.75``); a prediction longer than ``MAX_ANSWER_CHARS``
+    is wrong."""
     if len(pred) > MAX_ANSWER_CHARS:
         return False  # not an answer: a runaway extraction (a 20,000-digit "number", a pasted log)
     g, p = _norm(gold), _norm(pred)
     if g and g == p:
         return True
-    if _PLAIN_NUMBER_RE.fullmatch(g) and _PLAIN_NUMBER_RE.fullmatch(p) and max(len(g), len(p)) <= 4000:
-        return Fraction(g) == Fraction(p)
+    if max(len(g), len(p)) <= 4000:
+        a, b = _simple_rational(g), _simple_rational(p)
+        if a is not None and b is not None:
+            return a == b
     return None
+
+
+_SIMPLE_FRACTION_RE = re.compile(r"(-?)(?:\\frac\{(-?\d+)\}\{(\d+)\}|(\d+)/(\d+))")
+
+
+def _simple_rational(s: str) -> Fraction | None:
+    """The exact value of a plain decimal (``-3.5``), ``\\frac{a}{b}`` or ``a/b`` (normalised), or None."""
+    if _PLAIN_NUMBER_RE.fullmatch(s):
+        return Fraction(s)
+    m = _SIMPLE_FRACTION_RE.fullmatch(s)
+    if not m:
+        return None
+    num, den = (m.group(2), m.group(3)) if m.group(2) is not None else (m.group(4), m.group(5))
+    if int(den) == 0:
+        return None
+    value = Fraction(int(num), int(den))
+    return -value if m.group(1) else value
 
 
 def is_equivalent(pred, gold, *, timeout_s: float = 1.0) -> bool:
