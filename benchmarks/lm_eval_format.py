@@ -61,7 +61,8 @@ def write_lm_eval_files(output_dir: str, summary: dict, rows: Sequence[dict], pr
         vals = [_top1(r, m) for r in rows]
         f = FILTER_NAMES.get(m, m)
         results[f"exact_match,{f}"] = sum(vals) / len(vals)
-        results[f"exact_match_stderr,{f}"] = mean_stderr(vals) if mean_stderr(vals) is not None else "N/A"
+        stderr = mean_stderr(vals)
+        results[f"exact_match_stderr,{f}"] = "N/A" if stderr is None else stderr
     gen_kwargs = {"until": list(cfg["stop"]), "do_sample": cfg["temperature"] > 0, "temperature": cfg["temperature"],
                   "top_p": cfg["top_p"], "max_gen_toks": cfg["max_new_tokens"]}
     model_args = f"pretrained={cfg['model']}" + (f",gguf_file={cfg['gguf_file']}" if cfg.get("gguf_file") else "") \
@@ -85,6 +86,7 @@ def write_lm_eval_files(output_dir: str, summary: dict, rows: Sequence[dict], pr
                    "model_fingerprint": cfg.get("model_fingerprint")},
         "date": time.time(),
         "model_name": cfg["model"],
+        "rescored_from": cfg.get("rescored_from"),
         "model_name_sanitized": sanitize_model_name(cfg["model"]),
         "package_versions": cfg.get("package_versions"),
     }

@@ -562,7 +562,12 @@ def rescore(src_dir: str, dst_dir: str | None = None, *, verifier_options: dict 
         json.dump(config, fh, indent=2, sort_keys=True)
     write_rows_atomically(os.path.join(dst_dir, RESULTS), rows)
     summary = build_summary(benchmark, rows, config, ks=ks)
+    from .lm_eval_format import write_lm_eval_files
     from .report import write_outputs
 
+    prompts = read_results(os.path.join(src_dir, PROMPTS))
+    if prompts:
+        write_rows_atomically(os.path.join(dst_dir, PROMPTS), prompts)
     write_outputs(dst_dir, summary, rows)
+    write_lm_eval_files(dst_dir, summary, rows, {p["id"]: p["prompt"] for p in prompts})
     return summary

@@ -5,6 +5,7 @@ constructor), ``LLM.generate(prompts, sampling_params, use_tqdm=...)`` and ``Req
 ``CompletionOutput`` (``index``, ``text``, ``token_ids``, ``finish_reason``).
 """
 
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -160,3 +161,5 @@ def test_evaluate_with_vllm_backend_scores_through_the_math_verifier(tmp_path):
     zero = rescore(str(tmp_path), str(tmp_path / "zero"), verifier=lambda prompts, completions, **kw: [0.0] * len(completions))
     assert zero["accuracy"] == 0.0 and zero["pass@k"]["3"] == 0.0 and zero["headline"] == "custom"
     assert (tmp_path / "zero" / "results.jsonl").read_text().count("\n") == 4
+    assert (tmp_path / "zero" / "prompts.jsonl").read_text() == (tmp_path / "prompts.jsonl").read_text()
+    assert any(f.startswith("results_") for f in os.listdir(tmp_path / "zero" / "fake__model"))
