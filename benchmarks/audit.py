@@ -1,6 +1,6 @@
 """What a run records so that it can be audited and safely resumed.
 
-* ``package_versions()``: the versions of the packages that change results.
+* ``package_versions()``: the versions of the packages that change results, and the source commit.
 * ``model_fingerprint(model, gguf_file)``, computed **before** loading anything heavy:
   - a local folder: ``config.json``'s sha256, and the name, size and mtime of every weight file
     (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.pth``, ``*.gguf``, ``*.index.json``). New weights
@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import subprocess
 
 from .presets import file_sha256
 
@@ -27,13 +28,29 @@ VERSIONED = ("trl-grpo-plus", "torch", "transformers", "trl", "accelerate", "dat
 
 
 def package_versions() -> dict[str, str | None]:
+    """Versions of ``VERSIONED``, plus ``trl-grpo-plus-git``: the commit of a source checkout (None
+    for an installed wheel), with ``+dirty`` when its tracked files have local changes."""
     out = {}
     for name in VERSIONED:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    out["trl-grpo-plus-git"] = _source_commit()
     return out
+
+
+def _source_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def canonical_model_path(model) -> str:

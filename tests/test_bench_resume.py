@@ -44,6 +44,7 @@ def test_outputs_are_auditable(model_dir, data_file, tmp_path):
     assert cfg["model"] == os.path.abspath(model_dir) and os.path.isabs(cfg["data_file"])
     assert cfg["data_sha256"] == hashlib.sha256(open(data_file, "rb").read()).hexdigest()
     assert cfg["package_versions"]["torch"] and cfg["package_versions"]["transformers"]
+    assert "trl-grpo-plus-git" in cfg["package_versions"]
     assert cfg["model_fingerprint"]["kind"] == "folder" and "model.safetensors" in cfg["model_fingerprint"]["weights"]
     assert cfg["protocol"]["exemplar_file_sha256"] and os.path.isabs(cfg["protocol"]["exemplar_file"])
     assert cfg["protocol"]["joiner"] == "\n\n\n" and cfg["stop"] == ["\nQ:"] and cfg["num_fewshot"] == 2
