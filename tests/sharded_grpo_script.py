@@ -7,7 +7,8 @@
 ``fixed``: 5 steps of GRPOPlusTrainer on a fixed rollout indexed by the *global* position of a completion (so a
 one-process run on the same global batch sees the same completions), one group of G=4 split 2 + 2 over the ranks,
 a reference refresh every 2 generation batches (before steps 3 and 5) and a checkpoint at step 3; then a second
-trainer resumes from that checkpoint. ``peft``: LoRA + refresh with real sampled generation.
+trainer resumes from that checkpoint. ``peft``: LoRA + refresh (before step 3) with real sampled generation, 4 steps,
+resumed from checkpoint-3 the same way.
 
 Each rank writes ``{mode}-rank{r}.json`` per mode: how the model is sharded, per refresh whether the gathered reference equals the
 gathered policy and the collectives issued by the refresh, the per-step loss / grad norm / KL, the resumed losses,
@@ -29,7 +30,7 @@ from grpo_testlib import COMPLETION_IDS, PROMPT_IDS, LengthReward, cpu_config, p
 from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer  # noqa: E402
 
 GROUP = 4
-STEPS, REFRESH_EVERY, SAVE_AT = 5, 2, 3
+STEPS, REFRESH_EVERY, SAVE_AT, PEFT_STEPS = 5, 2, 3, 4
 
 
 class GlobalFixedRollout:
@@ -181,19 +182,27 @@ def run_fixed(model_dir, out_dir, processes) -> dict:
     resumed = fixed_trainer(model_dir, os.path.join(out_dir, "resumed"), processes)
     resumed.train(resume_from_checkpoint=checkpoint)
     result["resumed_logs"] = step_logs(resumed)
-    result["checkpoint_files"] = sorted(os.listdir(checkpoint))
     return result
 
 
-def run_peft(model_dir, out_dir, processes) -> dict:
+def peft_trainer(model_dir, out_dir, processes):
     from peft import LoraConfig
 
-    args = config(os.path.join(out_dir, "peft"), processes, max_steps=3, save_strategy="no", learning_rate=1e-1)
-    trainer = GRPOPlusTrainer(model=model_dir, reward_funcs=LengthReward(), args=args, train_dataset=prompt_dataset(16),
-                              peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    args = config(out_dir, processes, max_steps=PEFT_STEPS, learning_rate=1e-1)
+    return GRPOPlusTrainer(model=model_dir, reward_funcs=LengthReward(), args=args, train_dataset=prompt_dataset(16),
+                           peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+
+
+def run_peft(model_dir, out_dir, processes) -> dict:
+    """LoRA, real sampled generation; refresh before step 3, checkpoint after it, resume for step 4."""
+    trainer = peft_trainer(model_dir, os.path.join(out_dir, "peft"), processes)
     refreshes = watch_refreshes(trainer)
     trainer.train()
-    return {"engine": engine_info(trainer), "refreshes": refreshes, "logs": step_logs(trainer)}
+    result = {"engine": engine_info(trainer), "refreshes": refreshes, "logs": step_logs(trainer)}
+    resumed = peft_trainer(model_dir, os.path.join(out_dir, "peft-resumed"), processes)
+    resumed.train(resume_from_checkpoint=os.path.join(out_dir, "peft", f"checkpoint-{SAVE_AT}"))
+    result["resumed_logs"] = step_logs(resumed)
+    return result
 
 
 def main(model_dir: str, out_dir: str, mode: str) -> None:

@@ -65,8 +65,8 @@ def test_zero_resume_after_a_refresh_equals_the_uninterrupted_run(zero, tiny_mod
     check_resume(runs["fixed"], out / "run" / "checkpoint-3", tiny_model_dir)
 
 
-def test_zero3_peft_lora_refresh_writes_the_partitioned_adapter(zero):
-    stage, _, runs = zero
+def test_zero3_peft_lora_refresh_writes_the_partitioned_adapter_and_resumes(zero):
+    stage, out, runs = zero
     if stage != 3:
         pytest.skip("PEFT under ZeRO-3 only (ZeRO-2 keeps full parameters: the single-process path)")
     ranks = runs["peft"]
@@ -74,3 +74,4 @@ def test_zero3_peft_lora_refresh_writes_the_partitioned_adapter(zero):
     check_refresh(ranks, expected_batches=(2,))  # KL 0 after the refresh: the write reached the partitions
     for rank in ranks:
         assert [r["zero3_gathers"] for r in rank["refreshes"]] == [[16]]  # "ref" + trained adapter, 8 tensors each
+    check_resume(ranks, out / "peft" / "checkpoint-3", None, steps=(4,))

@@ -57,8 +57,8 @@ def test_fsdp2_resume_after_a_refresh_equals_the_uninterrupted_run(fsdp2, tiny_m
     check_resume(runs["fixed"], out / "run" / "checkpoint-3", tiny_model_dir)
 
 
-def test_fsdp2_peft_lora_refresh_copies_the_sharded_adapter(fsdp2):
-    _, runs = fsdp2
+def test_fsdp2_peft_lora_refresh_copies_the_sharded_adapter_and_resumes(fsdp2):
+    out, runs = fsdp2
     ranks = runs["peft"]  # real sampled generation from the sharded model, LoRA on q/v, refresh before batch 2
     check_ranks_agree(ranks)
     for rank in ranks:
@@ -66,3 +66,4 @@ def test_fsdp2_peft_lora_refresh_copies_the_sharded_adapter(fsdp2):
         assert rank["engine"]["reference"] is None  # π_ref is the frozen "ref" adapter, not a second model
         assert [r["compared"] for r in rank["refreshes"]] == [8]  # lora_A/B x q/v x 2 layers
     check_refresh(ranks, expected_batches=(2,))
+    check_resume(ranks, out / "peft" / "checkpoint-3", None, steps=(4,))
