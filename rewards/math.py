@@ -167,10 +167,11 @@ def _last_group(items: list[tuple[int, int, str]], text: str) -> tuple[int, str]
     if not items:
         return None
     group = [items[-1]]
-    for prev in reversed(items[:-1]):
-        if not _is_connector(text[prev[1]:group[0][0]]):
+    for prev in reversed(items[-_MAX_BOXES:-1]):  # at most _MAX_BOXES items form one answer
+        if not _is_connector(text[prev[1]:group[-1][0]]):
             break
-        group.insert(0, prev)
+        group.append(prev)
+    group.reverse()
     contents = list(dict.fromkeys(c for _, _, c in group))  # "\boxed{5} \boxed{5}" is 5
     return group[0][0], ", ".join(contents)
 
@@ -273,12 +274,19 @@ def _answer_tags_from_last(text: str, limit: int = 16):
         end = open_
 
 
+_WRAPPER_CHARS = " \t\r\n$\"'\u201c\u201d"
+_WRAPPER_RE = re.compile(r"^(?:\*\*|\\\")|(?:\*\*|\\\")$")
+
+
 def _strip_wrappers(s: str) -> str:
-    previous = None
-    while s != previous:  # peel markdown bold, a full stop, quotes and $...$ in any order
+    """Peel markdown bold, a full stop, quotes and ``$`` in any order (a bounded number of rounds,
+    each stripping whole runs: a run of 20,000 ``$`` lines costs one pass, not 20,000)."""
+    for _ in range(8):
         previous = s
-        s = re.sub(r"^(?:\*\*|\\\")|(?:\*\*|\\\")$", "", s).strip().rstrip(".").strip().strip("$\"'\u201c\u201d").strip()
-    return s
+        s = _WRAPPER_RE.sub("", s.strip()).strip(_WRAPPER_CHARS).rstrip(".")
+        if s == previous:
+            break
+    return s.strip(_WRAPPER_CHARS)
 
 
 def _sentence_answer(s: str) -> str | None:

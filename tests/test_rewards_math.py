@@ -270,6 +270,10 @@ RUNAWAY = [
     "<answer>" * 120_000 + "</answer>",
     " " * 1_000_000 + "x",
     "1" * 30_000,  # longer than int() converts by default
+    "$\n" * 20_000,  # wrappers are peeled in whole runs, not one "$" per round
+    "$1$, " * 5_000,  # one answer of at most 64 joined spans
+    "\\(" * 20_000 + "\\boxed{" * 1_000,
+    "\\boxed{1} and " * 20_000,
 ]
 
 
