@@ -114,6 +114,16 @@ EQUIVALENT = [
     ("\\text{(C)}", "C", True),
     ("\\text{(C)}", "(C)", True),
     ("B", "\\textbf{B}", True),
+    # what math-verify alone gets wrong (see _math_worker.normalize_answer and _imaginary_unit)
+    ("185", "185\\", True),
+    ("-1", "e^{i\\pi}", True),
+    ("\\frac13", "0.\\overline{3}", True),
+    ("\\frac{37}{30}", "1.2\\overline{3}", True),
+    ("1000", "1 000", True),
+    ("28\\%", "28 percent", True),
+    ("\\frac{1}{2}", "$\\frac12$", True),
+    ("x \\in [-2,7]", "-2 \\le x \\le 7", True),
+    ("-2 \\le x \\le 7", "x \\in [-2,7]", True),
 ]
 
 NOT_EQUIVALENT = [
@@ -138,6 +148,11 @@ NOT_EQUIVALENT = [
     ("\\text{(C)}", "3", False),
     ("2\\sqrt{2}", "2\\sqrt{3}", False),
     ("72", "72.01", False),
+    ("2", "F_{n + 1} = F_{n + 2} - F_n,, \\frac{1}{F_n}", False),  # no number picked out of an answer
+    ("0.33", "0.\\overline{3}", False),
+    ("1", "e^{i\\pi}", False),
+    ("x \\in [-2,7]", "-2 < x \\le 7", False),
+    ("1000", "1 001", False),
 ]
 
 
