@@ -164,8 +164,9 @@ def _become(uid, workdir, env, limits):
         os.environ.clear()
         os.environ.update(env)
     os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
-    if not dropped:
-        _drop_capabilities()  # the sandbox's own user namespace gave the harness CAP_SYS_ADMIN
+    # the uid drop empties the permitted and effective sets, not the inheritable one; without a drop
+    # (a normal user's sandbox) the harness held CAP_SYS_ADMIN in the sandbox's user namespace
+    _drop_capabilities()
     if not dropped or limits.get("nnp"):
         _prctl_hardening()  # setuid() away from root already made us non-dumpable; bwrap set no_new_privs
     _apply_limits(limits)
@@ -184,7 +185,7 @@ def _libc():
     return _libc_cache[0]
 
 
-def _fork_in_new_pid_namespace(required):
+def _fork_in_new_pid_namespace(required, way_back=True):
     """fork(), the child being pid 1 of a new pid namespace: when it ends, the kernel kills every
     process left in it (no orphan survives a job). -> (pid, whether the namespace was made). The
     caller returns to its own pid namespace at once, so its later children (cleanup helpers) are not
@@ -198,10 +199,10 @@ def _fork_in_new_pid_namespace(required):
                 raise OSError(err, "harness: unshare(CLONE_NEWPID) failed: %s" % os.strerror(err))
             return os.fork(), False
         pid = os.fork()
-        if pid and libc.setns(own, _CLONE_NEWPID) != 0 and os.getuid() == 0:
+        if pid and libc.setns(own, _CLONE_NEWPID) != 0 and way_back:
             # as a normal user the sandbox's pid namespace belongs to bwrap's user namespace and the
-            # way back is refused; the leader forks nothing after the job's processes there (no uid
-            # cleanup helpers without root), so only root needs it
+            # way back is refused; the leader then forks nothing after the job's processes (the uid
+            # cleanup helpers exist only when jobs get their own uids), so only that case needs it
             err = ctypes.get_errno()
             raise OSError(err, "harness: setns back to the harness's pid namespace failed: %s" % os.strerror(err))
         return pid, True
@@ -225,8 +226,8 @@ def _private_world(tmp_mb, uid):
     check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
     check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mounting /proc")
     opts = ("size=%dm,mode=1777" % tmp_mb).encode()
-    for target in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(target) and not os.path.islink(target):
+    for target in _world_writable_dirs():  # read before any job ran: /tmp, /dev/shm, /run/lock, ...
+        if os.path.isdir(target):  # (a dir under /run is gone once the unshare layer hid /run)
             check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts), "mounting " + target)
     workdir = "/tmp/job"
     os.mkdir(workdir, 0o700)
@@ -282,7 +283,7 @@ def _run(first, read_second, result_fd, workdirs, env, namespaces):
                 os._exit(0)
         os.close(judge_fd)
         # the program's process is forked from a leader that never read the tests
-        program_pid, in_ns = (_fork_in_new_pid_namespace(namespaces == "required") if namespaces
+        program_pid, in_ns = (_fork_in_new_pid_namespace(namespaces == "required", limits.get("uid") is not None) if namespaces
                               else (os.fork(), False))
         if program_pid == 0:
             try:
@@ -298,7 +299,7 @@ def _run(first, read_second, result_fd, workdirs, env, namespaces):
         os.close(prog_fd)
         return judge_pid, [judge_pid, program_pid], program_pid
     second = read_second(0)
-    pid, in_ns = _fork_in_new_pid_namespace(namespaces == "required") if namespaces else (os.fork(), False)
+    pid, in_ns = _fork_in_new_pid_namespace(namespaces == "required", limits.get("uid") is not None) if namespaces else (os.fork(), False)
     if pid == 0:  # one process: the in-process judge, or the stdin/stdout cases' runner
         try:
             (result_fd,) = _keep_fds(result_fd)
@@ -442,8 +443,10 @@ def _main():
     sys.path.extend(first.get("sys_path", ()))
     _preload()
     limits = first["limits"]
+    _world_writable_dirs()
     if limits.get("private_tmp"):
-        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777)
+        _private_mounts(limits.get("tmp_mb", 64), limits.get("expose", ()), 0o1777, limits.get("readonly", ()),
+                        limits.get("hide", ()))
     if os.getuid() != 0:
         _prctl_hardening()  # the tests may sit in this process's memory: same uid as the program
     workdirs = _job_dirs(limits.get("chdir") or os.getcwd(), limits)
@@ -480,8 +483,9 @@ def _serve():
 
     setup = marshal.loads(_read_frame(0))
     sys.path.extend(setup.get("sys_path", ()))
+    _world_writable_dirs()
     if setup.get("private_tmp"):
-        _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711)
+        _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711, setup.get("readonly", ()))
     if setup.get("nnp"):
         import ctypes  # noqa: F401
     for shared in ("/tmp", "/dev/shm", "/var/tmp"):  # judges write only in their own dirs
@@ -694,33 +698,78 @@ def _cleanup_uid(uid, jobdir, signal, select):
             return
 
 
-def _private_mounts(tmp_mb, expose, tmp_mode):
-    """(unshare layer, still root inside a private mount namespace) Fresh size-capped tmpfs over the
-    world-writable dirs, so nothing written there reaches the host. For each ``(hide, path)`` in
-    ``expose``: a tmpfs over ``hide`` (e.g. /root, which the dropped uid cannot enter) with only the
-    Python install ``path`` bound back, read-only."""
-    import ctypes
+_WRITABLE_DIRS = []
 
-    libc = ctypes.CDLL(None, use_errno=True)
+
+def _world_writable_dirs():
+    """Every directory a stranger may write to, two levels under /, /var, /run and /dev (plus /tmp,
+    /var/tmp, /dev/shm), as seen now: the dirs each job gets a fresh tmpfs over. Read once, before any
+    job, and kept for the jobs."""
+    if not _WRITABLE_DIRS:
+        import stat
+
+        found = {"/tmp", "/var/tmp", "/dev/shm"}
+        for top in ("/", "/var", "/run", "/dev", "/run/lock"):
+            try:
+                names = os.listdir(top)
+            except OSError:
+                continue
+            for path in [top] + [os.path.join(top, n) for n in names]:
+                if path.startswith(("/proc", "/sys")):
+                    continue
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002:
+                    found.add(path)
+        _WRITABLE_DIRS.extend(sorted(d for d in found if os.path.isdir(d) and not os.path.islink(d)))
+    return _WRITABLE_DIRS
+
+
+def _private_mounts(tmp_mb, expose, tmp_mode, readonly=(), hide=()):
+    """(unshare layer, still root of a private mount namespace) A fresh size-capped tmpfs over ``/run``
+    (the host's unix sockets and lock dirs) and over every world-writable dir, so nothing written
+    there reaches the host and no host socket is reachable by path. For each ``(hide, path)`` in
+    ``expose``: a tmpfs over ``hide`` (e.g. /root, which the dropped uid cannot enter) with only the
+    Python install ``path`` bound back, read-only; each dir in ``hide`` (a normal user's home) gets an
+    empty tmpfs. Each dir in ``readonly`` (the install outside the home) is bound onto itself
+    read-only."""
+    libc, ctypes = _libc()
     ms_rdonly, ms_remount, ms_bind, ms_rec = 1, 32, 4096, 16384
 
     def mount(src, target, fstype, flags, opts):
         if libc.mount(src, target.encode(), fstype, flags, opts) != 0:
             raise OSError(ctypes.get_errno(), "harness: mount on %s failed" % target)
 
-    for target in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(target):
-            mount(b"tmpfs", target, b"tmpfs", 0, ("size=%dm,mode=%o" % (tmp_mb, tmp_mode)).encode())
+    mount(None, "/", None, ms_rec | _MS_PRIVATE, None)
+    writable = _world_writable_dirs()
     # open every path before hiding anything: two paths may sit under the same hidden dir
-    fds = [(hide, path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for hide, path in expose]
+    fds = [(top, path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for top, path in expose]
+    ro = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in readonly if os.path.isdir(path)]
+    if os.path.isdir("/run") and not os.path.islink("/run"):
+        mount(b"tmpfs", "/run", b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=755")
+    for target in writable:
+        if os.path.isdir(target) and not target.startswith("/run/"):
+            mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                  ("size=%dm,mode=%o" % (tmp_mb, tmp_mode)).encode())
     hidden = set()
-    for hide, path, fd in fds:
-        if hide not in hidden:
-            hidden.add(hide)
-            mount(b"tmpfs", hide, b"tmpfs", 0, b"size=1m,mode=755")
+    for top in hide:
+        if os.path.isdir(top):
+            hidden.add(top)
+            mount(b"tmpfs", top, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=755")
+    for top, path, fd in fds:
+        if top not in hidden:
+            hidden.add(top)
+            mount(b"tmpfs", top, b"tmpfs", 0, b"size=1m,mode=755")
         os.makedirs(path, mode=0o755, exist_ok=True)
         mount(("/proc/self/fd/%d" % fd).encode(), path, None, ms_bind | ms_rec, None)
         mount(None, path, None, ms_remount | ms_bind | ms_rdonly, None)
+        os.close(fd)
+    for path, fd in ro:
+        os.makedirs(path, mode=0o755, exist_ok=True)  # it may lie under a dir a tmpfs now covers
+        mount(("/proc/self/fd/%d" % fd).encode(), path, None, ms_bind | ms_rec, None)
+        mount(None, path, None, ms_remount | ms_bind | ms_rdonly | _MS_NOSUID, None)
         os.close(fd)
 
 

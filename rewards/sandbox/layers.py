@@ -62,7 +62,7 @@ def _bwrap_executable() -> str | None:
     return shutil.which("bwrap")
 
 
-def _python_paths() -> list[str]:
+def python_paths() -> list[str]:
     """Directories the sandbox must see to run this interpreter with its site-packages."""
     real = os.path.realpath(sys.executable)
     paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(real))}
@@ -81,7 +81,7 @@ def _python_paths() -> list[str]:
 def hidden_python_paths() -> list[list[str]]:
     """[(topmost ancestor others cannot enter, python path under it)] for the unshare layer."""
     out = []
-    for path in _python_paths():
+    for path in python_paths():
         parts = Path(path).parts
         for i in range(2, len(parts) + 1):
             anc = str(Path(*parts[:i]))
@@ -89,6 +89,22 @@ def hidden_python_paths() -> list[list[str]]:
                 out.append([anc, path])
                 break
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def user_unshare_mounts() -> tuple[list[str], list[list[str]], list[str]]:
+    """For a normal user's unshare sandbox: (dirs hidden under an empty tmpfs: the home dir; [hidden
+    dir, install path bound back read-only] for this interpreter's install inside the home; install
+    paths elsewhere, bound read-only onto themselves). So the program reads nothing of the home
+    (a 0600 key) and can plant nothing in the venv (a .pth would run code on the host)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    installs = []
+    for p in sorted({os.path.realpath(p) for p in (*python_paths(), *site_dirs()) if os.path.isdir(p)}, key=len):
+        if p != "/" and not any(p == q or p.startswith(q + "/") for q in installs):
+            installs.append(p)
+    inside = [p for p in installs if p.startswith(home + "/")]
+    hide = [home] if home not in ("/", "") and os.path.isdir(home) else []
+    return hide, [[home, p] for p in inside] if hide else [], [p for p in installs if p not in inside]
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,7 +145,7 @@ def _bwrap_command(bwrap: str, *, root: bool, tmp_mb: int) -> list[str]:
     cmd += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp",
             "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
     made = set()
-    for path in _python_paths():
+    for path in python_paths():
         parts = Path(path).parts
         for i in range(2, len(parts)):
             anc = str(Path(*parts[:i]))
@@ -146,7 +162,9 @@ def unshare_command(root: bool) -> list[str]:
     ns = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc"]
     if root:
         return [unshare, *ns]
-    return [unshare, "--user", "--map-current-user", *ns]
+    # root of a user namespace of its own (mapped to the caller): the harness can then mount private
+    # dirs and make each job's namespaces, and empties its capability sets before user code
+    return [unshare, "--user", "--map-root-user", *ns]
 
 
 def probe_isolation(*, refresh: bool = False) -> Isolation:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import guard_name, sandbox_tests
-from .layers import Isolation, bwrap_prefix, hidden_python_paths, site_dirs, unshare_command
+from .layers import Isolation, bwrap_prefix, hidden_python_paths, site_dirs, unshare_command, user_unshare_mounts
 from .limits import CLEAN_ENV, RESULT_CAP, fresh_uids, job_limits
 from .report import TAIL_BYTES, TestReport, build_report
 
@@ -105,10 +105,16 @@ def run_fresh(iso: Isolation, job: Job) -> TestReport:
         # install is re-exposed if it sits under a dir the dropped uid cannot enter (e.g. /root)
         limits.update(private_tmp=True, chdir="/tmp", expose=hidden_python_paths())
         cmd = unshare_command(root) + python
+    elif iso.layer == "unshare":
+        # a normal user: private tmpfs over the world-writable dirs and /run, and the user's home and
+        # this interpreter's install bound read-only (a planted .pth would run code on the host)
+        hide, expose, readonly = user_unshare_mounts()
+        limits.update(private_tmp=True, chdir="/tmp", hide=hide, expose=expose, readonly=readonly)
+        cmd = unshare_command(root) + python
     else:
         workdir = tempfile.mkdtemp(prefix="trl-grpo-plus-sandbox-")
         limits["chdir"] = workdir
-        cmd = (unshare_command(root) if iso.layer == "unshare" else []) + python
+        cmd = python
     r_fd, w_fd = os.pipe()
     data = job_frames(job, key, limits, result_fd=w_fd, sys_path=site_dirs())
     try:
