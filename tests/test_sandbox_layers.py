@@ -62,3 +62,16 @@ def test_the_chosen_layer_names_its_limits_mechanism(caplog):
 def test_none_needs_allow_unsafe():
     with pytest.raises(SandboxUnavailable, match="allow_unsafe=True"):
         run_tests("x = 1", ["assert x == 1"], isolation="none")
+
+
+def test_job_uids_never_repeat_within_a_process():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trl_grpo_plus.rewards.sandbox.limits import UID_BASE, UID_SPAN, fresh_uids
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: fresh_uids(2), range(5000)))
+    uids = [u for b in batches for u in b]
+    assert len(set(uids)) == len(uids) == 10000  # random draws would collide after ~1,200 jobs
+    assert all(UID_BASE <= u < UID_BASE + UID_SPAN for u in uids)
+    assert all(b[1] == b[0] + 1 or b[1] == UID_BASE for b in batches)  # a job's two uids are adjacent
