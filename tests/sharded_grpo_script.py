@@ -170,6 +170,25 @@ def watch_refreshes(trainer) -> list[dict]:
     return records
 
 
+def layout_checks() -> dict:
+    """trl_grpo_plus.sharded.layout_mismatch on FSDP2 modules sharded alike, and on one replicated instead."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    from trl_grpo_plus.sharded import layout_mismatch
+
+    torch.manual_seed(0)
+    policy, alike, replicated = (torch.nn.Linear(4, 6) for _ in range(3))
+    fully_shard(policy)
+    fully_shard(alike)
+    mesh = policy.weight.device_mesh
+    for name in ("weight", "bias"):
+        full = getattr(replicated, name).detach()
+        setattr(replicated, name, torch.nn.Parameter(distribute_tensor(full, mesh, [Replicate()])))
+    return {"alike": layout_mismatch(policy, alike), "replicated": layout_mismatch(policy, replicated),
+            "plain": layout_mismatch(policy, torch.nn.Linear(4, 6))}
+
+
 def run_fixed(model_dir, out_dir, processes) -> dict:
     trainer = fixed_trainer(model_dir, os.path.join(out_dir, "run"), processes)
     refreshes = watch_refreshes(trainer)
@@ -182,6 +201,8 @@ def run_fixed(model_dir, out_dir, processes) -> dict:
     resumed = fixed_trainer(model_dir, os.path.join(out_dir, "resumed"), processes)
     resumed.train(resume_from_checkpoint=checkpoint)
     result["resumed_logs"] = step_logs(resumed)
+    if resumed.accelerator.is_fsdp2:
+        result["layout_checks"] = layout_checks()
     return result
 
 

@@ -52,6 +52,14 @@ def test_fsdp2_refresh_copies_the_sharded_policy_into_the_sharded_reference_with
         assert all(r["collectives"] == {} for r in rank["refreshes"]), rank["refreshes"]
 
 
+def test_fsdp2_refresh_refuses_shards_laid_out_differently(fsdp2):
+    _, runs = fsdp2
+    checks = runs["fixed"][0]["layout_checks"]
+    assert checks["alike"] is None
+    assert "'weight'" in checks["replicated"] and "Replicate" in checks["replicated"]  # a shard-wise copy would be wrong
+    assert "'weight'" in checks["plain"] and "a tensor (6, 4)" in checks["plain"]
+
+
 def test_fsdp2_resume_after_a_refresh_equals_the_uninterrupted_run(fsdp2, tiny_model_dir):
     out, runs = fsdp2
     check_resume(runs["fixed"], out / "run" / "checkpoint-3", tiny_model_dir)
