@@ -44,30 +44,40 @@ def writable(tensors: Iterable[torch.Tensor]) -> Iterator[None]:
         yield
 
 
-def full_values(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``{name: full value on CPU}`` of parameters / buffers, gathering the sharded ones (a collective)."""
-    named = list(named)
-    with torch.no_grad(), _gathered([t for _, t in named], modify=False):
-        return {name: (t.full_tensor() if isinstance(t, DTensor) else t).detach().to("cpu", copy=True)
-                for name, t in named}
+def full_values(named: Iterable[tuple[str, torch.Tensor]], keep: bool = True) -> dict[str, torch.Tensor]:
+    """``{name: full value on CPU}`` of parameters / buffers, gathering the sharded ones (a collective).
+
+    One tensor is gathered at a time, so the transient on the device is one full tensor, not the whole model.
+    ``keep=False`` (the ranks that do not write the file) takes part in the gathers and returns ``{}``.
+    """
+    values = {}
+    with torch.no_grad():
+        for name, t in named:
+            with _gathered([t], modify=False):
+                full = (t.full_tensor() if isinstance(t, DTensor) else t).detach()
+                if keep:
+                    values[name] = full.to("cpu", copy=True)
+    return values
 
 
 def load_full_values(targets: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
     """Write full ``values`` into the (possibly sharded) ``targets`` of the same names; every rank passes all values.
 
-    A DTensor keeps only its own shard (sliced locally, no communication); ZeRO-3 writes go through rank 0.
+    A DTensor keeps only its own shard (sliced locally, no communication); ZeRO-3 writes go through rank 0, one
+    tensor at a time.
     """
     unknown = sorted(set(values) - set(targets))
     if unknown:
         raise KeyError(f"saved reference tensors {unknown[:5]} have no counterpart in the model; the checkpoint was "
                        "written for a different model or adapter configuration.")
-    with torch.no_grad(), _gathered([targets[name] for name in values], modify=True):
+    with torch.no_grad():
         for name, value in values.items():
             target = targets[name]
-            value = value.to(device=target.device, dtype=target.dtype)
-            if isinstance(target, DTensor):
-                value = distribute_tensor(value, target.device_mesh, target.placements, src_data_rank=None)
-            target.copy_(value)
+            with _gathered([target], modify=True):
+                value = value.to(device=target.device, dtype=target.dtype)
+                if isinstance(target, DTensor):
+                    value = distribute_tensor(value, target.device_mesh, target.placements, src_data_rank=None)
+                target.copy_(value)
 
 
 def layout_mismatch(source: torch.nn.Module, target: torch.nn.Module) -> str | None:

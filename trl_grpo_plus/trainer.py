@@ -448,7 +448,9 @@ class GRPOPlusTrainer(GRPOTrainerHooks):
 
     def _plus_save_state(self, checkpoint_dir: str) -> None:
         # gathered on every rank (a collective under FSDP2 / ZeRO-3), written by the saving rank: one full file
-        reference = full_values(self._plus_reference_tensors().items()) if self._plus_refreshes > 0 else None
+        reference = None
+        if self._plus_refreshes > 0:
+            reference = full_values(self._plus_reference_tensors().items(), keep=self.args.should_save)
         if not self.args.should_save:
             return
         os.makedirs(checkpoint_dir, exist_ok=True)
