@@ -13,7 +13,8 @@ of three task pairs,
 with greedy decoding and the same token budget on both sides, and reports per pair:
 
 * prompts: identical text, and identical token ids (lm-eval's ``HFLM.tok_batch_encode`` against
-  this harness's ``PromptBuilder.encode``);
+  this harness's ``PromptBuilder.encode``); ``--prompts-only`` checks just this, for all N, without
+  generating (seconds instead of the CPU hours the generations take);
 * generations identical after ``strip()``;
 * extracted answers and verdicts: lm-eval's ``strict-match`` / ``flexible-extract`` (GSM8K) and
   ``exact_match`` / ``math_verify`` (MATH) against this harness's ``strict`` / ``flexible`` /
@@ -136,6 +137,39 @@ def compare(name: str, samples: list[dict], ours: list[dict], prompts: list[dict
     return out
 
 
+def compare_prompts(task_name: str, chat: bool, bench: str, kw: dict, lm, tm) -> dict:
+    """Prompt parity only (no generation): lm-eval's request contexts against this harness's
+    rendered prompts, as text and as the token ids each feeds the model."""
+    from lm_eval.tasks import get_task_dict
+
+    from .datasets import load_examples
+    from .generation import load_tokenizer
+    from .prompts import build_prompts
+
+    task = get_task_dict([task_name], tm)[task_name]
+    task.build_all_requests(limit=None, apply_chat_template=chat, chat_template=lm.apply_chat_template if chat else None,
+                            tokenizer_name=getattr(lm, "tokenizer_name", "") if chat else "")
+    contexts = {int(inst.doc_id): inst.args[0] for inst in task.instances}
+    builder = build_prompts(bench, kw["prompt"], fewshot_file=kw.get("fewshot_file"))
+    tok = load_tokenizer(MODEL_DIR[0], gguf_file=MODEL_DIR[1])  # our own load, not lm-eval's tokenizer
+    examples = load_examples(bench, data_file=kw["data_file"])
+    out = {"task": task_name, "n": len(examples), "prompt_text_equal": 0, "prompt_ids_equal": 0, "first_token_is_bos": 0,
+           "mismatches": []}
+    for i, ex in enumerate(examples):
+        ours = builder.render(ex.question, tok)
+        lm_ids = lm.tok_batch_encode([contexts[i]])[0][0].tolist()
+        our_ids = builder.encode(ours, tok)
+        out["prompt_text_equal"] += contexts[i] == ours
+        out["prompt_ids_equal"] += lm_ids == our_ids
+        out["first_token_is_bos"] += bool(tok.bos_token_id is not None and our_ids[:1] == [tok.bos_token_id])
+        if contexts[i] != ours or lm_ids != our_ids:
+            out["mismatches"].append({"doc_id": i, "lm_eval": contexts[i][-200:], "ours": ours[-200:]})
+    return out
+
+
+MODEL_DIR: list = [None, None]
+
+
 def _norm_num(a) -> str | None:
     if a is None or a == "[invalid]":
         return None
@@ -154,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gsm8k-file", default=os.path.join(SHARED, "gsm8k", "test.jsonl"))
     ap.add_argument("--math500-file", default=os.path.join(SHARED, "math", "math500_test.jsonl"))
     ap.add_argument("--pairs", default="gsm8k-cot,minerva,chat")
+    ap.add_argument("--prompts-only", action="store_true", help="compare prompts and token ids only (no generation)")
     args = ap.parse_args(argv)
 
     import lm_eval
@@ -164,6 +199,7 @@ def main(argv=None) -> int:
     from .prompts import build_prompts
 
     model, gguf = (args.model, args.gguf_file) if args.model else default_model()
+    MODEL_DIR[:] = [model, gguf]
     os.makedirs(args.out, exist_ok=True)
     gsm = first_rows(args.gsm8k_file, args.gsm8k, os.path.join(args.out, "gsm8k_first.jsonl"))
     m500 = first_rows(args.math500_file, args.math500, os.path.join(args.out, "math500_first.jsonl"))
@@ -182,6 +218,14 @@ def main(argv=None) -> int:
     }
     report = {"model": model, "gguf_file": gguf, "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
               "max_new_tokens": args.max_new_tokens, "pairs": []}
+    if args.prompts_only:
+        rows = [compare_prompts(pairs[name][0], pairs[name][1], pairs[name][2], pairs[name][3], lm, tm)
+                for name in args.pairs.split(",")]
+        with open(os.path.join(args.out, "parity_prompts.json"), "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2, ensure_ascii=False)
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k != "mismatches"}), flush=True)
+        return 0
     for name in args.pairs.split(","):
         task, chat, bench, kw, filters = pairs[name]
         t0 = time.time()
