@@ -109,8 +109,10 @@ def check_tmpfs_filled_under_a_locked_dir(layer):
 
 
 def check_cpu_hog_beside_honest_jobs(layer):
+    # about 0.3 s of CPU here: starved by 32 busy processes, it needs far more wall time than timeout_s
+    n = 10_000_000
     honest = "def f(n):\n    return sum(i * i for i in range(n))\n"
-    tests = ["assert f(200000) == sum(i * i for i in range(200000))"]
+    tests = [f"assert f({n}) == {(n - 1) * n * (2 * n - 1) // 6}"]
     hog = (
         "import os\n"
         "for _ in range(31):\n"
@@ -121,11 +123,11 @@ def check_cpu_hog_beside_honest_jobs(layer):
         "while True:\n"
         "    pass\n"
     )
-    jobs = [dict(program=honest, tests=tests), dict(program=honest, tests=tests), dict(program=hog, tests=tests),
-            dict(program=honest, tests=tests)]
+    # a GRPO group on two workers: the hog starts beside the first honest job
+    jobs = [dict(program=hog, tests=tests)] + [dict(program=honest, tests=tests)] * 3
     reps = run_many(jobs, workers=2, isolation=layer, timeout_s=3, nproc=64)
     scores = [r.fraction for r in reps]
-    return scores == [1.0, 1.0, 0.0, 1.0], f"scores={scores} statuses={[r.status for r in reps]}"
+    return scores == [0.0, 1.0, 1.0, 1.0], f"scores={scores} statuses={[r.status for r in reps]}"
 
 
 def check_memory_fan_out(layer):

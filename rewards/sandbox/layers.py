@@ -52,7 +52,7 @@ class Isolation:
                     "process and the wall clock (no pid namespace to sum a job over)")
         return ("memory: RSS of all the job's processes together (its own pid namespace, polled every 20 ms), "
                 "plus RLIMIT_AS per process; time: CPU-seconds of all the job's processes together, with a wall "
-                "clock backstop of 2 x timeout_s + 1 s")
+                "clock backstop of 3 x timeout_s + 2 s")
 
 
 FALLBACK_ENV = "TRL_GRPO_PLUS_SANDBOX_FALLBACK"

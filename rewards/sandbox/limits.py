@@ -31,7 +31,7 @@ def fresh_uids(n: int) -> list[int]:
 
 def wall_backstop(timeout_s: float) -> float:
     """The wall-clock limit of a job whose budget is ``timeout_s`` CPU-seconds."""
-    return 2.0 * timeout_s + 1.0
+    return 3.0 * timeout_s + 2.0
 
 
 def job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, n_items, uids=(None, None)):
@@ -40,7 +40,7 @@ def job_limits(*, timeout_s, memory_mb, nproc, fsize_mb, output_bytes, n_items, 
     Per process: ``cpu_s`` = ceil(timeout_s) + 1 (RLIMIT_CPU), ``memory_mb`` (RLIMIT_AS), ``nproc``,
     ``fsize_mb``, ``nofile``. Per job (every process of the program's pid namespace together, polled
     by the harness every 20 ms): ``job_cpu_s`` = timeout_s CPU-seconds and ``job_memory_mb`` =
-    memory_mb of RSS. ``wall_s`` = 2 * timeout_s + 1 is only a backstop (a program that sleeps), so a
+    memory_mb of RSS. ``wall_s`` = 3 * timeout_s + 2 is only a backstop (a program that sleeps), so a
     job is not failed for CPU that other jobs took. ``uid`` / ``judge_uid``: the program's and the
     judge's uids (None: no uid change)."""
     # the result channel carries each stdin/stdout case's output as hex: room for all of them
