@@ -114,3 +114,34 @@ def test_dynamic_sampling_needs_a_map_style_dataset(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="Pass a map-style datasets.Dataset"):
         GRPOPlusTrainer(model=tiny_model_dir, reward_funcs=Constant(), train_dataset=iterable,
                         args=cpu_config(GRPOPlusConfig, tmp_path, per_device_train_batch_size=8, dynamic_sampling=True))
+
+
+class EvenPromptsConstantSteps:
+    """Process supervision: one step of 1.0 for every completion of an even prompt (all equal, no signal); the
+    varied CharStepsReward steps for odd prompts."""
+
+    __name__ = "even_constant_steps"
+
+    def __call__(self, prompts, completions, **kwargs):
+        from grpo_testlib import CharStepsReward
+
+        out = []
+        for prompt, completion in zip(prompts, completions):
+            even = int(re.search(r"Question (\d+)", prompt).group(1)) % 2 == 0
+            out.append([(max(len(completion), 1), 1.0)] if even else CharStepsReward.steps(completion) or None)
+        return out
+
+
+def test_dynamic_sampling_with_process_supervision_keeps_per_token_advantages(tiny_model_dir, tmp_path):
+    trainer, batches = _trainer(tiny_model_dir, tmp_path, EvenPromptsConstantSteps(), process_supervision=True,
+                                max_steps=3, loss_type="grpo")
+    trainer.train()
+    assert len(batches) == 3
+    for batch in batches:
+        assert batch["advantages"].shape == batch["completion_ids"].shape  # [B, T], padded with the completions
+        assert all(i % 2 == 1 for i in _prompt_indices(trainer, batch))
+        assert all(signal_groups(batch["advantages"], 4))
+        assert torch.all(batch["advantages"][batch["completion_mask"] == 0] == 0)  # nothing past a completion
+    assert all(log["loss"] == log["loss"] for log in trainer.state.log_history if "loss" in log)  # no NaN
+    assert max(log["dynamic_sampling/rounds"] for log in trainer.state.log_history
+               if "dynamic_sampling/rounds" in log) > 1  # some batch was regenerated
