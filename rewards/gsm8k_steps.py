@@ -43,8 +43,9 @@ _MAX_MAGNITUDE = Fraction(10) ** 30
 
 def evaluate_arithmetic(expr: str) -> Fraction | None:
     """The exact value of a plain arithmetic expression, or None when it is not one (never eval)."""
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", expr.replace("$", "").replace("x", "*").replace("×", "*")
-                  .replace("÷", "/").replace("−", "-")).strip()
+    text = expr.replace("$", "").replace("×", "*").replace("÷", "/").replace("−", "-")
+    text = re.sub(r"(?<=\d)\s*x\s*(?=[\d(])", "*", text)  # 3 x 4 as a product, never a variable x
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text).strip()
     if not text or len(text) > 200:
         return None
     try:

@@ -27,6 +27,9 @@ from trl_grpo_plus.step_rewards import check_steps
     ("$5*3", "$15", None, True),
     ("3/4", "3/4", "3/4", True),  # a fraction result and the same fraction after the tag
     ("2**3", "8", None, True),
+    ("3 x 4", "12", None, True),  # a product written with x or ×
+    ("3×4÷2", "6", None, True),
+    ("x+2", "5", None, None),  # a variable: cannot check
     ("(5+2)*3-1", "20", None, True),
     ("5 apples*2", "10", None, None),  # not arithmetic: cannot check
     ("__import__('os')", "0", None, None),  # never evaluated
