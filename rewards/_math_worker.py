@@ -207,6 +207,9 @@ def _numbers_differ(gold: list, pred: list) -> bool:
     if not g_exprs or not p_exprs or any(p.strip() in g_strs for p in pred if isinstance(p, str)):
         return False
 
+    if all(isinstance(e, sympy.Equality) for e in g_exprs + p_exprs):
+        return _equations_differ(g_exprs, p_exprs)
+
     def text_like(e) -> bool:
         factors = Mul.make_args(e)
         return all(isinstance(f, Symbol) or (isinstance(f, Pow) and isinstance(f.base, Symbol)) for f in factors)
@@ -232,6 +235,36 @@ def _numbers_differ(gold: list, pred: list) -> bool:
                         return False
                     if not abs(diff) > max(abs(scale), 1) * 1e-20:
                         return False
+    except Exception:
+        return False
+    return True
+
+
+def _equations_differ(gold: list, pred: list) -> bool:
+    """True when every gold equation and every predicted one are provably not the same equation.
+    Only for *linear* equations in the same 1-3 symbols: ``verify`` compares the solution sets, and
+    two linear equations have the same solutions exactly when their ``lhs - rhs`` are proportional
+    (``-34x - 45y = ...`` is ``34x + 45y = ...``), which two different ratios at two sample points
+    rule out. (A nonlinear pair can share its solutions without being proportional: ``\\sqrt{x} = 2``
+    and ``x = 4``.) Any doubt -> False."""
+    try:
+        for g in gold:
+            for p in pred:
+                dg, dp = g.lhs - g.rhs, p.lhs - p.rhs
+                symbols = sorted(dg.free_symbols, key=str)
+                if not symbols or dp.free_symbols != set(symbols) or len(symbols) > len(_SAMPLE_POINTS[0]):
+                    return False
+                if max(sympy.Poly(dg, *symbols).total_degree(), sympy.Poly(dp, *symbols).total_degree()) > 1:
+                    return False
+                ratios = []
+                for point in _SAMPLE_POINTS:
+                    subs = {x: Float(v, 30) for x, v in zip(symbols, point)}
+                    r = (dp / dg).evalf(30, subs=subs)
+                    if not (r.is_number and r.is_finite):
+                        return False
+                    ratios.append(r)
+                if not abs(ratios[0] - ratios[1]) > max(abs(ratios[0]), abs(ratios[1]), 1) * 1e-20:
+                    return False
     except Exception:
         return False
     return True

@@ -105,6 +105,7 @@ EQUIVALENT = [
     ("3", "x=3", True),
     ("x=3", "3", True),
     ("y = 2x + 3", "y=3+2x", True),
+    ("34x+45y-20z+100=0", "-34x-45y+20z-100=0", True),  # the same plane (linear screen: proportional)
     # percent, units, \text{}, degrees, money, multiple choice
     ("50\\%", "50", True),
     ("10\\text{ cm}", "10", True),
@@ -153,6 +154,8 @@ NOT_EQUIVALENT = [
     ("1", "e^{i\\pi}", False),
     ("x \\in [-2,7]", "-2 < x \\le 7", False),
     ("1000", "1 001", False),
+    ("5x - 7y + 11z + 4 = 0", "5x - 7y + 11z + 4 = 1", False),  # parallel planes
+    ("x=5", "x=5+1", False),
 ]
 
 
