@@ -189,12 +189,13 @@ def oracle_process_advantages(steps, group_size, std, eps=1e-4):
 
 
 def oracle_loss(policy, old, ref, prompts, completions, advantages, *, loss_type, beta, kl_estimator, eps_low,
-                eps_high, max_len, kl_clamp=None, kl_times_ratio=False, is_weights=None):
+                eps_high, max_len, kl_clamp=None, kl_times_ratio=False, is_weights=None, sequence_ratio=False):
     """−J(θ): per token −min(ρA, clip(ρ)A) + β·KL, aggregated per loss_type, as written in the papers.
 
     advantages[i]: a number (outcome) or a list of per-token numbers (process supervision; missing tokens are 0).
     kl_times_ratio: weight the KL by ρ (DeepSeek-V3.2's correction, TRL's use_bias_correction_kl).
-    is_weights[i][t]: the vLLM importance-sampling weight multiplying the policy term (TRL's correction)."""
+    is_weights[i][t]: the vLLM importance-sampling weight multiplying the policy term (TRL's correction).
+    sequence_ratio: one ρ_i = exp(mean_t log π_θ/π_old) for every token of o_i (GSPO-style sequence level)."""
     per_seq_sums, per_seq_lens, clipped = [], [], 0
     for i, (prompt, completion, seq_adv) in enumerate(zip(prompts, completions, advantages)):
         logp = oracle_token_logps(policy, prompt, completion)
@@ -207,7 +208,7 @@ def oracle_loss(policy, old, ref, prompts, completions, advantages, *, loss_type
                 adv = seq_adv[t] if t < len(seq_adv) else 0.0
             else:
                 adv = seq_adv
-            rho = torch.exp(logp[t] - old_logp[t])
+            rho = torch.exp((logp - old_logp).mean() if sequence_ratio else logp[t] - old_logp[t])
             clipped_rho = torch.clamp(rho, 1 - eps_low, 1 + eps_high)
             term = -torch.minimum(rho * adv, clipped_rho * adv)
             if is_weights is not None:

@@ -102,9 +102,33 @@ def test_step_rewards_with_the_vllm_importance_sampling_weight(f64, tmp_path):
     _check_against_oracle(f64, tmp_path, loss_type="dapo", std="sample", vllm_weights=True)
 
 
-def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False):
+def test_step_rewards_with_a_sequence_level_ratio(f64, tmp_path):
+    from grpo_testlib import oracle_token_logps
+
+    _, initial = f64
+    trainer = _check_against_oracle(f64, tmp_path, loss_type="grpo", std="sample", sequence_ratio=True)
+    # clip fractions count sequences (one ρ_i each), signed by the completion's whole signal Â_{i,0}
+    policy, advantages = _plain_copy(initial, trainer.model), oracle_process_advantages(_oracle_steps(), 4, "sample")
+    low = high = 0
+    with torch.no_grad():
+        for i, completion in enumerate(COMPLETION_IDS):
+            prompt = PROMPT_IDS[i // 4]
+            rho = torch.exp((oracle_token_logps(policy, prompt, completion)
+                             - oracle_token_logps(initial, prompt, completion)).mean()).item()
+            a0 = advantages[i][0] if advantages[i] else 0.0
+            low += rho < 1 - EPS_LOW and a0 < 0
+            high += rho > 1 + EPS_HIGH and a0 > 0
+    logs = trainer._metrics["train"]
+    assert low + high > 0
+    assert logs["clip_ratio/low_mean"][-1] == pytest.approx(low / 12)
+    assert logs["clip_ratio/high_mean"][-1] == pytest.approx(high / 12)
+
+
+def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False, sequence_ratio=False):
     tokenizer, initial = f64
     cfg = dict(loss_type=loss_type, process_supervision=True, use_bias_correction_kl=False)
+    if sequence_ratio:  # a larger perturbation, so that some sequence-mean ratios leave the clip range
+        cfg.update(importance_sampling_level="sequence", perturb=3.0)
     cfg.update(dict(scale_rewards="none") if std == "none" else dict(std_estimator=std))
     trainer, inputs = fixed_batch_trainer(initial.config._name_or_path, tmp_path, dtype=torch.float64, epsilon=EPS_LOW,
                                           epsilon_high=EPS_HIGH, beta=BETA, reward=StepTableReward(tokenizer), **cfg)
@@ -123,7 +147,8 @@ def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False):
     expected, clipped = oracle_loss(policy, initial, initial, [PROMPT_IDS[i // 4] for i in rows],
                                     [COMPLETION_IDS[i] for i in rows], [advantages[i] for i in rows],
                                     loss_type=loss_type, beta=BETA, kl_estimator="k3", eps_low=EPS_LOW,
-                                    eps_high=EPS_HIGH, max_len=MAX_LEN, is_weights=weights)
+                                    eps_high=EPS_HIGH, max_len=MAX_LEN, is_weights=weights,
+                                    sequence_ratio=sequence_ratio)
     expected.backward()
     assert clipped > 0
     assert abs(loss.item() - expected.item()) <= 1e-6, (loss.item(), expected.item())
@@ -133,6 +158,7 @@ def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False):
     for r, row in enumerate(rows):
         adv = advantages[row] + [0.0] * (inputs["advantages"].shape[1] - len(advantages[row]))
         torch.testing.assert_close(inputs["advantages"][r], torch.tensor(adv, dtype=torch.float64), rtol=0, atol=1e-9)
+    return trainer
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
