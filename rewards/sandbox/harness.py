@@ -236,6 +236,26 @@ def _private_world(tmp_mb, uid):
     return workdir
 
 
+def _spawn(body, pid_ns=""):
+    """Fork a job process that runs ``body(in_new_pid_namespace)`` and exits; a failure of the harness
+    itself goes to stderr. ``pid_ns``: "" (plain fork), "try" or "required" (pid 1 of a new pid
+    namespace, see :func:`_fork_in_new_pid_namespace`; its value is ``(mode, way_back)``). -> pid."""
+    if pid_ns:
+        pid, in_ns = _fork_in_new_pid_namespace(pid_ns[0] == "required", pid_ns[1])
+    else:
+        pid, in_ns = os.fork(), False
+    if pid == 0:
+        try:
+            body(in_ns)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException as exc:
+            _harness_failure(exc)
+        finally:
+            os._exit(0)
+    return pid
+
+
 def _run(first, read_second, result_fd, workdirs, env, namespaces):
     """Start one job's processes. ``namespaces``: "required" (the fork server: each job needs its own),
     "try" (a fresh sandbox per job already isolates jobs), or "" (layer none).
@@ -243,75 +263,54 @@ def _run(first, read_second, result_fd, workdirs, env, namespaces):
     import time
 
     limits = first["limits"]
+    pid_ns = (namespaces, limits.get("uid") is not None) if namespaces else ""
 
-    def program_process(work):
-        """In the child that will run user code: its own world, then the last steps before it."""
-        (keep,) = work
-        if in_ns:
-            workdir = _private_world(int(limits.get("tmp_mb", 64)), limits.get("uid"))
-        else:
-            workdir = workdirs[0]
+    def enter(in_ns):
+        """The last steps before user code, in the process that will run it."""
+        workdir = _private_world(int(limits.get("tmp_mb", 64)), limits.get("uid")) if in_ns else workdirs[0]
         _stdin_to_devnull()
         os.setsid()
         _become(limits.get("uid"), workdir, env, limits)
-        return keep
 
     if first["mode"] == "assert" and first["judge"] == "isolated":
         import socket
 
         prog_sock, judge_sock = socket.socketpair()
         prog_fd, judge_fd = prog_sock.detach(), judge_sock.detach()
-        judge_pid = os.fork()
-        if judge_pid == 0:  # the judge: it alone reads the tests (fd 0) and holds the result channel
-            try:
-                judge_fd, result_fd, stdin = _keep_fds(judge_fd, result_fd, 0)
-                second = read_second(stdin)
-                _stdin_to_devnull()
-                os.close(stdin)
-                os.setsid()
-                record = _recorder(second["key"], result_fd)
-                deadline = time.monotonic() + float(limits["wall_s"])
-                _become(limits.get("judge_uid"), workdirs[1], env, limits)
-                record("hello", 0, True, 0.0, "uid=%d judge=isolated" % os.getuid())
-                run_judge(judge_fd, tuple(second["tests"]), second.get("setup") or "", record, deadline,
-                          time.monotonic, _describe)
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException as exc:
-                _harness_failure(exc)
-            finally:
-                os._exit(0)
+
+        def judge(_):  # it alone reads the tests (from fd 0) and holds the result channel
+            judge_fd_, result_fd_, stdin = _keep_fds(judge_fd, result_fd, 0)
+            second = read_second(stdin)
+            _stdin_to_devnull()
+            os.close(stdin)
+            os.setsid()
+            record = _recorder(second["key"], result_fd_)
+            deadline = time.monotonic() + float(limits["wall_s"])
+            _become(limits.get("judge_uid"), workdirs[1], env, limits)
+            record("hello", 0, True, 0.0, "uid=%d judge=isolated" % os.getuid())
+            run_judge(judge_fd_, tuple(second["tests"]), second.get("setup") or "", record, deadline,
+                      time.monotonic, _describe)
+
+        def program(in_ns):  # forked from a leader that never read the tests
+            (prog_fd_,) = _keep_fds(prog_fd)
+            enter(in_ns)
+            serve_program(prog_fd_, first["program"], time.monotonic, _describe)
+
+        judge_pid = _spawn(judge)
         os.close(judge_fd)
-        # the program's process is forked from a leader that never read the tests
-        program_pid, in_ns = (_fork_in_new_pid_namespace(namespaces == "required", limits.get("uid") is not None) if namespaces
-                              else (os.fork(), False))
-        if program_pid == 0:
-            try:
-                (prog_fd,) = _keep_fds(prog_fd)
-                program_process((prog_fd,))
-                serve_program(prog_fd, first["program"], time.monotonic, _describe)
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException as exc:
-                _harness_failure(exc)
-            finally:
-                os._exit(0)
+        program_pid = _spawn(program, pid_ns)
         os.close(prog_fd)
         return judge_pid, [judge_pid, program_pid], program_pid
+
     second = read_second(0)
-    pid, in_ns = _fork_in_new_pid_namespace(namespaces == "required", limits.get("uid") is not None) if namespaces else (os.fork(), False)
-    if pid == 0:  # one process: the in-process judge, or the stdin/stdout cases' runner
-        try:
-            (result_fd,) = _keep_fds(result_fd)
-            program_process((result_fd,))
-            payload = dict(first, **second)
-            _run_job(payload, _recorder(payload.pop("key"), result_fd), limits, result_fd)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException as exc:
-            _harness_failure(exc)
-        finally:
-            os._exit(0)
+
+    def one_process(in_ns):  # the in-process judge, or the stdin/stdout cases' runner
+        (result_fd_,) = _keep_fds(result_fd)
+        enter(in_ns)
+        payload = dict(first, **second)
+        _run_job(payload, _recorder(payload.pop("key"), result_fd_), limits, result_fd_)
+
+    pid = _spawn(one_process, pid_ns)
     return pid, [pid], pid
 
 
