@@ -8,9 +8,10 @@ Usage (two processes, gloo, CPU only; the config is the CPU variant of fsdp.yaml
         examples/accelerate/shard_on_cpu.py -m trl_grpo_plus train --config cfg.yaml
 
 Why a shim: accelerate 1.15 only turns on its FSDP plugin when the process group it forms is a multi-device one
-(``MULTI_GPU`` and its siblings). On a machine without a GPU the group is either ``MULTI_CPU`` (with ``use_cpu:
-true``) or ``NO`` (without it), and in both cases an FSDP config silently trains as plain data parallel:
-``accelerator.distributed_type`` is not ``FSDP``, ``trainer.is_fsdp_enabled`` is False and no parameter is a DTensor.
+(``MULTI_GPU`` and its siblings). On a machine without a GPU the group is ``MULTI_CPU`` with ``use_cpu: true``, and
+an FSDP config then silently trains as plain data parallel (``accelerator.distributed_type`` is not ``FSDP``,
+``trainer.is_fsdp_enabled`` is False, no parameter is a DTensor); without ``use_cpu`` it is ``NO``: each launched
+process counts as a lone one, and GRPO fails on a group split across ranks.
 torch's FSDP2 (``fully_shard``) itself runs on CPU with gloo. This shim makes accelerate classify a launched,
 GPU-less process as ``MULTI_GPU`` over gloo, with its device pinned to the CPU (``ACCELERATE_TORCH_DEVICE=cpu``), so
 the rest is accelerate's and TRL's unchanged FSDP path. Scripts must pass ``ddp_backend="gloo"`` and must not set
