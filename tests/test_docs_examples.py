@@ -48,7 +48,7 @@ SMALL_RUN = dict(use_cpu=True, bf16=False, max_steps=1, num_generations=4, per_d
 SMALL_RUN_FLAGS = ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--activation_checkpointing", "false",
                    "--per_device_train_batch_size", "4", "--num_generations", "4", "--gradient_accumulation_steps",
                    "1", "--max_completion_length", "8", "--max_steps", "1", "--report_to", "none",
-                   "--eval_limit", "2"]
+                   "--eval_limit", "2", "--eval_max_new_tokens", "8"]
 HUB_MODEL = re.compile(r"""(?P<q>["']?)\b(?:Qwen|HuggingFaceTB|meta-llama|deepseek-ai|mistralai|google|microsoft)"""
                        r"""/[\w.\-]+(?P=q)|(?P<q2>["'])path/or/hub-id(?P=q2)""")
 

@@ -43,7 +43,8 @@ def test_every_example_parses_and_builds_a_trainer(example, tiny_model_dir, tmp_
     argv = ["--config", str(EXAMPLES / example), "--model_name_or_path", tiny_model_dir, "--dataset_file", data,
             "--output_dir", str(tmp_path / "out"), *CPU_OVERRIDES]
     if example in EXAMPLE_EVAL:
-        argv += ["--eval_data_file", write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS[EXAMPLE_EVAL[example]])]
+        argv += ["--eval_data_file", write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS[EXAMPLE_EVAL[example]]),
+                 "--eval_max_new_tokens", "16"]
     script_args, training_args, model_args = train.parse(argv)
     trainer = train.build_trainer(script_args, training_args, model_args)
     # the YAML's choices reached the config; CLI overrides beat the YAML
@@ -51,6 +52,9 @@ def test_every_example_parses_and_builds_a_trainer(example, tiny_model_dir, tmp_
     assert [f.__name__ for f in trainer.reward_funcs] == [s["name"] for s in train.parse_verifier_specs(script_args.verifiers)]
     row = trainer.train_dataset[0]
     assert row["prompt"][-1]["role"] == "user" and "{" not in row["prompt"][-1]["content"].split("\\boxed")[0]
+    if example in EXAMPLE_EVAL:
+        (callback,) = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "BenchmarkCallback"]
+        assert callback.evaluate_kwargs["max_new_tokens"] == 16 and len(callback.load_problems()) == 4
     if example == "math_grpo.yaml":
         assert training_args.num_iterations == 2 and training_args.shuffle_each_iteration
         assert "answer" in trainer.train_dataset.column_names and "question" in trainer.train_dataset.column_names

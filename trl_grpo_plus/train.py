@@ -75,6 +75,9 @@ class TrainScriptArguments:
     )
     eval_every_n_steps: int = field(default=100, metadata={"help": "BenchmarkCallback period in optimizer steps."})
     eval_limit: int | None = field(default=100, metadata={"help": "Problems per BenchmarkCallback evaluation."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Token budget per answer of the in-training evaluation (default: the prompt "
+                                "preset's own, as in `trl-grpo-plus eval`)."})
     eval_data_file: str | None = field(
         default=None, metadata={"help": "Local JSONL of the eval_benchmark's test problems (same fields as the hub "
                                 "dataset); needed offline."})
@@ -484,7 +487,9 @@ def build_trainer(script_args, training_args, model_args, *, model=None, process
         try:
             callback = BenchmarkCallback(benchmark=script_args.eval_benchmark,
                                          every_n_steps=script_args.eval_every_n_steps,
-                                         limit=script_args.eval_limit, data_file=script_args.eval_data_file)
+                                         limit=script_args.eval_limit, data_file=script_args.eval_data_file,
+                                         **({"max_new_tokens": script_args.eval_max_new_tokens}
+                                            if script_args.eval_max_new_tokens else {}))
         except ValueError as exc:  # unknown benchmark, every_n_steps < 1
             raise ConfigError(f"eval_benchmark / eval_every_n_steps: {exc}") from None
         load_eval_problems(callback, script_args)
