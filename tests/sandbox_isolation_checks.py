@@ -148,7 +148,7 @@ def check_memory_fan_out(layer):
     rep = run_tests(program, ["assert f() == 1"], isolation=layer, memory_mb=1024, timeout_s=10, nproc=64)
     took = time.monotonic() - t0
     killed = "memory budget" in rep.stderr_tail
-    return not rep.passed and killed and took < 15, f"status={rep.status} killed_for_memory={killed} took={took:.1f}s"
+    return not rep.passed and killed, f"status={rep.status} killed_for_memory={killed} took={took:.1f}s"
 
 
 def check_no_new_privs_and_no_capabilities(layer):

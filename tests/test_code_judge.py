@@ -93,12 +93,12 @@ ATTACKS = {
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attack_does_not_pay_with_the_isolated_judge(name):
     program = ATTACKS[name]
-    rep = run_tests(program, TESTS)
+    rep = run_tests(program, TESTS, timeout_s=2)
     assert rep.judge == "isolated"
     assert rep.num_passed == 0 and not rep.passed, (name, rep)
     # (the trace function jumps inside the program's own request loop, which then spins until the time limit)
     assert rep.status in ("failed", "unjudgeable", "error", "crashed", "timeout"), (name, rep.status, rep.stderr_tail)
-    assert get_verifier("code", binary=True).score("```python\n" + program + "```", tests=TESTS) in (0.0, None)
+    assert get_verifier("code", binary=True, timeout_s=2).score("```python\n" + program + "```", tests=TESTS) in (0.0, None)
 
 
 # attacks the in-process harness (even with its eq guard) is known to pay for: proof they are real
