@@ -34,9 +34,9 @@ when every prediction matches some gold item and every gold item some prediction
 
 Deviations from DeepSeekMath's code, on purpose:
 
-* a number is read with its thousands separators (``1,000`` is 1000; their few-shot GSM8K regex
-  reads ``000``), and a ``-`` that follows a digit is a binary minus (``145-15`` ends in ``15``,
-  not ``-15``);
+* in GSM8K few-shot completions a number is read with its commas (``1,000`` is 1000, as their
+  other extractors read it; their few-shot GSM8K regex reads ``000``), and a ``-`` that follows a
+  digit is a binary minus (``145-15`` ends in ``15``, not ``-15``);
 * step 6 uses math-verify where they call sympy's ``parse_latex`` + ``simplify`` + ``N()``; the
   1e-3 tolerance on expressions with radicals or pi (their ``N()``) is not reproduced: such
   answers must be exactly equivalent here;
@@ -54,8 +54,8 @@ __all__ = ["DeepSeekScorer", "deepseek_answers", "deepseek_equal", "deepseek_lis
 
 ABS_TOL = 1e-3
 
-# a number: thousands groups or plain digits, optional decimals, optional sign
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|-?\.\d+")
+# a number: digit runs joined by commas (the commas are dropped), optional decimals, optional sign
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d+)*(?:\.\d+)?|-?\.\d+")
 _PLAIN_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _FRAC_RE = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}|(-?)\\[dt]?frac(\d)(\d)|(-?\d+)\s*/\s*(\d+)")
 _AND_RE = re.compile(r"\\text\{\s*and\s*\}")

@@ -39,6 +39,7 @@ def test_deepseek_equal(pred, gold, expected):
     ("3 + 4 = 7. The answer is 7.\n\nQ: next 99", "gsm8k", True, ["7"]),       # cut at the first "Q: "
     ("145 - 15 = 130, so 145-15", "gsm8k", True, ["15"]),                        # a minus after a digit is binary
     ("costs 1,250 dollars", "gsm8k", True, ["1250"]),
+    ("150% of $80,00", "gsm8k", True, ["8000"]),                                 # commas dropped, as DeepSeekMath does
     ("He had -5 left", "gsm8k", True, ["-5"]),
     ("so $x=2$.\nFinal Answer: The final answer is $2$. I hope it is correct.", "math", True, ["2"]),
     ("\\boxed{1} and \\boxed{-2}.", "math", False, ["1", "-2"]),               # every box
