@@ -19,7 +19,8 @@ import time
 from trl_grpo_plus.rewards.sandbox import run_many, run_tests
 
 
-def _processes_with(marker: str) -> list[int]:
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains ``marker``."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -51,7 +52,7 @@ def check_orphan_racing_the_cleanup(layer):
     )
     rep = run_tests(program, ["assert f() == 1"], isolation=layer, timeout_s=5, nproc=64)
     time.sleep(0.3)
-    left = _processes_with(marker)
+    left = processes_with(marker)
     t0 = time.monotonic()
     after = run_tests("def f():\n    return 1\n", ["assert f() == 1"], isolation=layer)
     return (rep.passed and not left and after.passed,

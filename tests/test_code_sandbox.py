@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from sandbox_isolation_checks import processes_with  # tests/ is on sys.path under pytest
 from trl_grpo_plus.rewards import sandbox
 from trl_grpo_plus.rewards.sandbox import SandboxUnavailable, outputs_match, run_tests
 
@@ -39,20 +40,6 @@ def _setups():
 
 
 RUNNERS = [pytest.param(False, id="forkserver"), pytest.param(True, id="fresh")]
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
 
 
 # ---------------------------------------------------------------- layers and basic behaviour
@@ -271,7 +258,7 @@ def test_fork_flood_is_bounded_and_cleaned_up(isolated, fresh):
     forked = int(rep.stdout_tail.split("forked")[1].split()[0])
     assert 1 <= forked < 16  # RLIMIT_NPROC=16 stopped the flood
     time.sleep(0.2)
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 @pytest.mark.parametrize("fresh", RUNNERS)
@@ -391,7 +378,7 @@ def test_no_orphan_survives_the_run(isolated, layer, fresh):
     assert rep.passed and "spawned" in rep.stdout_tail
     assert time.monotonic() - t0 < 5.0, rep  # did not wait for the 60 s sleepers
     time.sleep(0.2)
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 @pytest.mark.parametrize("fresh", RUNNERS)

@@ -634,6 +634,7 @@ def _lead_job(n, setup):
 
 
 def _remove_tree(top):
+    """Empty ``top`` without following links (run as the uid that owns what is in it)."""
     for root, dirs, files in os.walk(top, topdown=False):
         for name in files:
             os.unlink(os.path.join(root, name))
@@ -681,12 +682,7 @@ def _cleanup_uid(uid, jobdir, signal, select):
                 if not _uid_alive(uid):
                     break
                 select.select([], [], [], 0.001)  # let the killed ones die
-            for root, dirs, files in os.walk(jobdir, topdown=False):
-                for name in files:
-                    os.unlink(os.path.join(root, name))
-                for name in dirs:
-                    full = os.path.join(root, name)
-                    os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+            _remove_tree(jobdir)
         except BaseException:
             pass
         finally:
