@@ -265,3 +265,33 @@ def test_a_program_that_kills_its_own_process_mid_call_is_crashed():
     program = "import os\ndef f(x):\n    os._exit(0)\n"
     rep = run_tests(program, ["assert f(1) == 1", "assert True"])
     assert rep.status == "crashed" and rep.num_passed == 0
+
+
+def test_a_program_cannot_stand_in_for_the_tests_builtins():
+    # `def abs(v): return 0` would receive the test's own `f(x) - expected` and answer "close enough";
+    # `all = lambda it: True` would pass every `assert all(...)`; a rigged `max` would compute the
+    # expected side. A program function named like a builtin is called only as the test's subject, with
+    # literal arguments (MBPP 126 tests its own `sum` that way, and still passes).
+    program = (
+        "def abs(v):\n    return 0\n"
+        "def all(it):\n    return True\n"
+        "def sorted(xs, **kw):\n    return [1, 2, 3]\n"
+        "def max(xs):\n    return 0.5\n"
+        "def f(x):\n    return 0.5\n"
+        "def g(x):\n    return [3, 1, 2, 9]\n"
+        "def sum(a, b):\n    return a * b\n"
+    )
+    tests = ["assert abs(f(1) - 2.0) < 1e-9", "assert all(f(x) == 2.0 for x in range(3))",
+             "assert sorted(g(1)) == [1, 2, 3]", "assert f(1) == max([1, 2])"]
+    rep = run_tests(program, tests + ["assert sum(3, 4) == 12", "assert not sum(0, 5)"])
+    assert [r.passed for r in rep.results] == [False] * 4 + [True, True], rep
+    assert run_tests(program, tests, judge="in_process").num_passed == 4  # the in-process harness pays
+
+
+def test_stop_iteration_from_a_call_does_not_end_the_tests_iteration():
+    # raised inside map(), StopIteration would end the iteration: all(map(f, xs)) of nothing is True
+    program = "def is_prime(n):\n    raise StopIteration\n"
+    tests = ["assert all(map(is_prime, [2, 3, 5, 7]))", "assert list(map(is_prime, [2])) == []"]
+    rep = run_tests(program, tests)
+    assert rep.num_passed == 0 and "StopIteration" in rep.results[0].error, rep
+    assert run_tests(program, tests, judge="in_process").num_passed == 2  # the in-process harness pays

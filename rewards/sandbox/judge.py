@@ -95,7 +95,10 @@ def _program_exception(type_name, message):
     import builtins
 
     cls = builtins.__dict__.get(type_name)
-    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
+    # never StopIteration: raised from a call inside map()/filter(), it would end the iteration and
+    # make `assert all(map(f, xs))` pass without one answer
+    if (isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins"
+            and not issubclass(cls, (StopIteration, StopAsyncIteration))):
         try:
             return cls(message)
         except BaseException:
@@ -205,6 +208,50 @@ def _update_in_place(target, value):
         target.update(value)
 
 
+_PROGRAM_PREFIX = "__program_builtin_"
+
+
+def _subject_calls(test, filename, shadows):
+    """The test compiled so that a program function named like a builtin (MBPP 126 defines ``sum``) is
+    called only as the test's subject: the whole condition of an ``assert``, or the left side of its
+    comparison, with literal arguments only (``assert sum(10, 15) == 6``). Everywhere else the name is
+    the builtin, so ``def abs(v): return 0`` cannot judge ``abs(f(x) - y) < 1e-6``, nor ``all`` decide an
+    ``assert all(...)``, nor ``max`` compute an expected ``max([1, 2])``."""
+    if not shadows:
+        return compile(test, filename, "exec")
+    import ast
+
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return compile(test, filename, "exec")  # raises the same SyntaxError in the test
+
+    def literal(node):
+        if isinstance(node, ast.Constant):
+            return True
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return literal(node.operand)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return all(literal(e) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return all(k is not None and literal(k) for k in node.keys) and all(literal(v) for v in node.values)
+        return False
+
+    def subject(node):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            node = node.operand
+        if isinstance(node, ast.Compare):
+            node = node.left
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in shadows
+                and all(literal(a) for a in node.args) and all(literal(k.value) for k in node.keywords)):
+            node.func = ast.copy_location(ast.Name(_PROGRAM_PREFIX + node.func.id, ast.Load()), node.func)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            subject(node.test)
+    return compile(tree, filename, "exec")
+
+
 def _names_in(sources):
     """Every identifier the tests mention (bare names and attribute roots), read without running them."""
     import ast
@@ -246,6 +293,7 @@ def run_judge(fd, tests, setup, record, deadline, monotonic, describe):
         record("done", 0, True, 0.0, "")
         return
     namespace = {"__name__": "__main__", "__builtins__": builtins}
+    shadows = {}
     mentioned = _names_in(tests + (setup,))
     for item in hello[2] if type(hello[2]) is tuple else ():
         if type(item) is tuple and len(item) == 3 and type(item[0]) is str and item[0].isidentifier():
@@ -256,6 +304,8 @@ def run_judge(fd, tests, setup, record, deadline, monotonic, describe):
                         namespace[name] = __import__(name)
                     except BaseException:
                         pass
+            elif name in builtins.__dict__:
+                shadows[name] = value  # a program's `sum` (MBPP 126): see _subject_calls
             else:
                 namespace[name] = value
     if setup:
@@ -275,10 +325,12 @@ def run_judge(fd, tests, setup, record, deadline, monotonic, describe):
             record("done", 0, True, 0.0, "")
             return
     record("loaded", 0, True, monotonic() - t0, "")
+    for name, value in shadows.items():
+        namespace[_PROGRAM_PREFIX + name] = value
     for i, test in enumerate(tests):
         t0 = monotonic()
         try:
-            exec(compile(test, "<test %d>" % i, "exec"), namespace)
+            exec(_subject_calls(test, "<test %d>" % i, shadows), namespace)
         except Unjudgeable as exc:
             record("unjudged", i, False, monotonic() - t0, describe(exc))
         except ProgramGone as exc:
