@@ -7,8 +7,6 @@ program is a real attack, and that the isolated judge (the default) is what stop
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from trl_grpo_plus.rewards import get_verifier

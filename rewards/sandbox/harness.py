@@ -374,20 +374,6 @@ def _harness_failure(exc):
         pass
 
 
-def _wait(pid, deadline):
-    """Wait for ``pid`` until the deadline (a monotonic time). -> its wait status, or None."""
-    import select
-    import time
-
-    while True:
-        wpid, status = os.waitpid(pid, os.WNOHANG)
-        if wpid:
-            return status
-        if time.monotonic() >= deadline:
-            return None
-        select.select([], [], [], 0.002)
-
-
 def _preload():
     """Import, while still root, every module a job's processes use: after the uid drop the install may
     not be readable (a pyenv under /root), and on the fork server each import is then paid once, not
@@ -487,8 +473,6 @@ def _serve():
     _world_writable_dirs()
     if setup.get("private_tmp"):
         _private_mounts(setup.get("tmp_mb", 64), setup.get("expose", ()), 0o711, setup.get("readonly", ()))
-    if setup.get("nnp"):
-        import ctypes  # noqa: F401
     for shared in ("/tmp", "/dev/shm", "/var/tmp"):  # judges write only in their own dirs
         try:
             os.chmod(shared, 0o711)

@@ -143,7 +143,7 @@ def run_fresh(iso: Isolation, job: Job) -> TestReport:
 
 class _ForkServer:
     """One sandbox (bwrap or unshare) holding a pristine interpreter that forks one child per job
-    (``_sandbox_harness._serve``). Used by one thread at a time, through :data:`_servers`."""
+    (``harness._serve``). Used by one thread at a time, through :data:`_servers`."""
 
     def __init__(self, iso: Isolation, tmp_mb: int):
         python = [sys.executable, "-I", "-S", "-c", HARNESS_SOURCE, "serve"]
@@ -157,7 +157,7 @@ class _ForkServer:
         os.set_blocking(self.proc.stderr.fileno(), False)
         setup = {"sys_path": site_dirs(), "private_tmp": iso.layer == "unshare", "tmp_mb": tmp_mb,
                  "expose": hidden_python_paths() if iso.layer == "unshare" else [],
-                 "tail_bytes": TAIL_BYTES, "nnp": iso.layer == "unshare"}
+                 "tail_bytes": TAIL_BYTES}
         try:
             self._send(setup)
             if self._recv(time.monotonic() + 30) != {"ready": True}:
