@@ -189,11 +189,13 @@ register_preset(Preset(
     source=_DEEPSEEK + ", DeepSeekMath paper Table 5",
     layouts={"gsm8k": Layout(query=_DEEPSEEK_CHAT), "math": Layout(query=_DEEPSEEK_CHAT)},
 ))
+# the model's own chat template, the question and the boxed instruction in the user turn
+_CHAT_LAYOUT = Layout(kind="chat", query="{question}\n" + BOXED_INSTRUCTION)
+_CHAT_LAYOUTS = {"gsm8k": _CHAT_LAYOUT, "math": _CHAT_LAYOUT}
 register_preset(Preset(
     name="chat",
     description="the model's chat template; user turn = question + boxed instruction",
-    layouts={"gsm8k": Layout(kind="chat", query="{question}\n" + BOXED_INSTRUCTION),
-             "math": Layout(kind="chat", query="{question}\n" + BOXED_INSTRUCTION)},
+    layouts=dict(_CHAT_LAYOUTS),
 ))
 register_preset(Preset(
     name="lm-eval-gsm8k-cot",
@@ -214,8 +216,7 @@ register_preset(Preset(
     name="deepseek-math",
     description="DeepSeekMath-Instruct / RL 7B through their chat template",
     source="deepseek-ai/DeepSeek-Math README (chat completion example)",
-    layouts={"gsm8k": Layout(kind="chat", query="{question}\n" + BOXED_INSTRUCTION),
-             "math": Layout(kind="chat", query="{question}\n" + BOXED_INSTRUCTION)},
+    layouts=dict(_CHAT_LAYOUTS),
 ))
 register_preset(Preset(
     name="qwen2.5-math",

@@ -10,19 +10,12 @@ from trl_grpo_plus.benchmarks.presets import (BOXED_INSTRUCTION, Layout, Preset,
                                               register_preset)
 from trl_grpo_plus.benchmarks.prompts import build_preset, build_prompts, truncate_at_stop
 
+from test_bench_data import GSM8K_ROWS, HENDRYCKS_ROW  # our own toy rows (tests/ is on sys.path)
+
 SHIPPED_SHA256 = {  # from ../shared/data/prompts/README.md
     "gsm8k_cot_8shot.jsonl": "3d01cf15b28754fc61d042980b85acad458d1ddc140f65f946491eb42bf5b4d5",
     "minerva_math_4shot.jsonl": "678cc1fd6aad3b885a0755d78aa324e099e78881fc454c54db0c5056ce6d8ac2",
 }
-
-# Our own toy rows in the GSM8K train format (not copied from the public datasets).
-GSM8K_ROWS = [
-    {"question": "Ann has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = <<3+4=7>>7 pens.\n#### 7"},
-    {"question": "A box holds 1,200 nails; 200 are used. How many remain?",
-     "answer": "1,200 - 200 = <<1200-200=1000>>1,000\nSo 1,000 remain.\n#### 1,000"},
-]
-HENDRYCKS_ROW = {"problem": "Compute $\\frac{2}{4}$.", "level": "Level 2", "type": "Prealgebra",
-                 "solution": "We have $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$."}
 
 
 def _rows(name):
