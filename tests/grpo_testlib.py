@@ -94,6 +94,23 @@ class EvenPromptsConstant:
         return out
 
 
+def float64_copy(config_source, model):
+    """A plain float64 Qwen2 (no TRL fused head) with ``model``'s weights, for the oracles."""
+    from transformers import Qwen2ForCausalLM
+
+    copy = Qwen2ForCausalLM(config_source.config).to(torch.float64)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def completion_rows(inputs):
+    """Indices into COMPLETION_IDS of the completions of a micro-batch (they are all distinct)."""
+    rows = []
+    for ids, mask in zip(inputs["completion_ids"].tolist(), inputs["completion_mask"].tolist()):
+        rows.append(COMPLETION_IDS.index([t for t, m in zip(ids, mask) if m]))
+    return rows
+
+
 def prompt_dataset(n: int):
     from datasets import Dataset
 

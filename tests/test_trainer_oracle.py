@@ -15,7 +15,7 @@ import itertools
 import pytest
 import torch
 from grpo_testlib import COMPLETION_IDS, MAX_LEN, PROMPT_IDS, REWARDS, fixed_batch_trainer, oracle_advantages
-from grpo_testlib import oracle_loss
+from grpo_testlib import completion_rows, float64_copy, oracle_loss
 
 EPS_LOW, EPS_HIGH, BETA = 0.2, 0.28, 0.04
 
@@ -42,27 +42,10 @@ def _trainer_loss_and_grads(f64_models, tmp_path, ref_perturb=None, **cfg):
     return trainer, inputs, loss.detach(), grads
 
 
-def _plain_copy(f64_models, model):
-    from transformers import Qwen2ForCausalLM
-
-    _, initial = f64_models
-    copy = Qwen2ForCausalLM(initial.config).to(torch.float64)  # plain forward, no TRL fused head
-    copy.load_state_dict(model.state_dict())
-    return copy
-
-
-def _rows(inputs):
-    """Indices into COMPLETION_IDS of the completions of a micro-batch (they are all distinct)."""
-    rows = []
-    for ids, mask in zip(inputs["completion_ids"].tolist(), inputs["completion_mask"].tolist()):
-        rows.append(COMPLETION_IDS.index([t for t, m in zip(ids, mask) if m]))
-    return rows
-
-
 def _oracle_loss_and_grads(f64_models, trainer, *, std, scope, eps, loss_type, kl_estimator, kl_clamp=None,
                            kl_times_ratio=False, rows=None, ref=None):
     _, initial = f64_models
-    policy = _plain_copy(f64_models, trainer.model)
+    policy = float64_copy(f64_models[1], trainer.model)
     rows = list(range(12)) if rows is None else rows
     advantages = oracle_advantages(REWARDS, 4, std, scope, eps)
     loss, clipped = oracle_loss(policy, initial, ref or initial, [PROMPT_IDS[i // 4] for i in rows],
@@ -83,8 +66,8 @@ def _check(f64_models, tmp_path, *, std, loss_type, kl_estimator, kl_clamp=None,
         cfg["scale_rewards"] = "none"
     trainer, inputs, loss, grads = _trainer_loss_and_grads(f64_models, tmp_path, ref_perturb=ref_perturb, **cfg)
     scope = "batch" if scale_rewards == "batch" else "group"
-    rows = _rows(inputs)
-    ref = _plain_copy(f64_models, trainer.ref_model) if ref_perturb is not None else None
+    rows = completion_rows(inputs)
+    ref = float64_copy(f64_models[1], trainer.ref_model) if ref_perturb is not None else None
     expected, policy, clipped = _oracle_loss_and_grads(
         f64_models, trainer, std=std, scope=scope, eps=1e-4, loss_type=loss_type, kl_estimator=kl_estimator,
         kl_clamp=kl_clamp, kl_times_ratio=kl_times_ratio, rows=rows, ref=ref)

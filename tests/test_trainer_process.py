@@ -12,8 +12,8 @@ import itertools
 
 import pytest
 import torch
-from grpo_testlib import (COMPLETION_IDS, MAX_LEN, PROMPT_IDS, FixedRollout, TableReward, cpu_config,
-                          fixed_batch_trainer, oracle_loss, oracle_process_advantages, prompt_dataset)
+from grpo_testlib import (COMPLETION_IDS, MAX_LEN, PROMPT_IDS, FixedRollout, TableReward, completion_rows, cpu_config,
+                          fixed_batch_trainer, float64_copy, oracle_loss, oracle_process_advantages, prompt_dataset)
 
 from trl_grpo_plus import GRPOPlusConfig, GRPOPlusTrainer
 from trl_grpo_plus.step_rewards import step_end_tokens
@@ -70,21 +70,6 @@ def f64(tiny_model_dir):
     return tokenizer, AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
 
 
-def _plain_copy(initial, model):
-    from transformers import Qwen2ForCausalLM
-
-    copy = Qwen2ForCausalLM(initial.config).to(torch.float64)
-    copy.load_state_dict(model.state_dict())
-    return copy
-
-
-def _rows(inputs):
-    rows = []
-    for ids, mask in zip(inputs["completion_ids"].tolist(), inputs["completion_mask"].tolist()):
-        rows.append(COMPLETION_IDS.index([t for t, m in zip(ids, mask) if m]))
-    return rows
-
-
 def _loss_and_grads(trainer, inputs):
     trainer.model.zero_grad()
     loss = trainer.compute_loss(trainer.model, inputs)
@@ -108,7 +93,7 @@ def test_step_rewards_with_a_sequence_level_ratio(f64, tmp_path):
     _, initial = f64
     trainer = _check_against_oracle(f64, tmp_path, loss_type="grpo", std="sample", sequence_ratio=True)
     # clip fractions count sequences (one ρ_i each), signed by the completion's whole signal Â_{i,0}
-    policy, advantages = _plain_copy(initial, trainer.model), oracle_process_advantages(_oracle_steps(), 4, "sample")
+    policy, advantages = float64_copy(initial, trainer.model), oracle_process_advantages(_oracle_steps(), 4, "sample")
     low = high = 0
     with torch.no_grad():
         for i, completion in enumerate(COMPLETION_IDS):
@@ -133,7 +118,7 @@ def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False, 
     trainer, inputs = fixed_batch_trainer(initial.config._name_or_path, tmp_path, dtype=torch.float64, epsilon=EPS_LOW,
                                           epsilon_high=EPS_HIGH, beta=BETA, reward=StepTableReward(tokenizer), **cfg)
     assert inputs["advantages"].shape == inputs["completion_ids"].shape  # one advantage per token
-    rows = _rows(inputs)
+    rows = completion_rows(inputs)
     weights = None
     if vllm_weights:  # as TRL's vLLM path would attach it: one weight per token (here a fixed pattern)
         trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
@@ -143,7 +128,7 @@ def _check_against_oracle(f64, tmp_path, *, loss_type, std, vllm_weights=False, 
     loss, grads = _loss_and_grads(trainer, inputs)
 
     advantages = oracle_process_advantages(_oracle_steps(), 4, std)
-    policy = _plain_copy(initial, trainer.model)
+    policy = float64_copy(initial, trainer.model)
     expected, clipped = oracle_loss(policy, initial, initial, [PROMPT_IDS[i // 4] for i in rows],
                                     [COMPLETION_IDS[i] for i in rows], [advantages[i] for i in rows],
                                     loss_type=loss_type, beta=BETA, kl_estimator="k3", eps_low=EPS_LOW,
@@ -191,7 +176,7 @@ def test_mu_epochs_keep_each_rows_per_token_advantages(f64, tiny_model_dir, tmp_
 
     def record(model, inputs, *a, **k):
         if torch.is_grad_enabled():
-            for r, row in enumerate(_rows(inputs)):
+            for r, row in enumerate(completion_rows(inputs)):
                 width = inputs["advantages"].shape[1]
                 want = torch.tensor(expected[row] + [0.0] * (width - len(expected[row])), dtype=torch.float32)
                 torch.testing.assert_close(inputs["advantages"][r], want, rtol=0, atol=1e-6)
