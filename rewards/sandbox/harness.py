@@ -600,7 +600,7 @@ def _lead_job(n, setup):
     # the program's processes ended with its pid namespace; the judge's uid is checked all the same
     for uid in (limits.get("uid"), judge_uid):
         if uid is not None and _uid_alive(uid):
-            _cleanup_uid(uid, "/nonexistent", signal, select)
+            _cleanup_uid(uid, None, signal, select)
     try:  # most judges leave no file: then no cleanup helper is forked
         os.rmdir(judge_dir)
     except OSError:
@@ -650,7 +650,7 @@ def _uid_alive(uid):
 
 def _cleanup_uid(uid, jobdir, signal, select):
     """One helper that becomes ``uid``: SIGKILL every process of that uid with kill(-1) (which
-    spares only the caller), repeated until none is left; then empty the job dir. Running as the
+    spares only the caller), repeated until none is left; then empty the job dir, if one is given. Running as the
     job's uid, a symlink planted in the dir cannot make it delete anything the job could not.
     Meanwhile this server reaps whatever dies (it is pid 1 of its namespace in the unshare layer,
     so killed orphans are re-parented to it)."""
@@ -666,7 +666,8 @@ def _cleanup_uid(uid, jobdir, signal, select):
                 if not _uid_alive(uid):
                     break
                 select.select([], [], [], 0.001)  # let the killed ones die
-            _remove_tree(jobdir)
+            if jobdir:
+                _remove_tree(jobdir)
         except BaseException:
             pass
         finally:
